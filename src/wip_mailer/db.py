@@ -1,0 +1,190 @@
+"""Engine, sessions and schema migrations (Alembic) for SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import DateTime, Engine, create_engine, event, inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Session
+
+from wip_mailer.errors import DatabaseError
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in Python, whatever the database keeps.
+
+    SQLite drops the offset, so values are stored as naive UTC and given their
+    timezone back on the way out; a naive value on the way in is a bug.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file behind a sqlite URL, or None for other databases and in-memory SQLite."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the sender
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")  # several processes may write (send, web, cli)
+    cursor.execute("PRAGMA synchronous=NORMAL")  # durable with WAL at commit boundaries
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url`` with the project's connection settings."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise DatabaseError(f"The database URL {url!r} is not valid.") from None
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
+        event.listen(engine, "connect", _on_sqlite_connect)
+        return engine
+    try:
+        return create_engine(url, pool_pre_ping=True)
+    except ModuleNotFoundError:
+        raise DatabaseError(
+            "PostgreSQL needs the postgres extra: pip install 'wip-mailer[postgres]'."
+        ) from None
+
+
+def _display(url: str) -> str:
+    path = sqlite_path(url)
+    return str(path) if path else make_url(url).render_as_string(hide_password=True)
+
+
+def _alembic_config(engine: Engine) -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["engine"] = engine
+    return config
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    config = _alembic_config(None)  # type: ignore[arg-type]
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def _known_revisions() -> set[str]:
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(_alembic_config(None))  # type: ignore[arg-type]
+    return {rev.revision for rev in script.walk_revisions()}
+
+
+def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
+    """Apply migrations up to ``revision``; returns (before, after)."""
+    from alembic import command
+
+    before = _checked_revision(engine)
+    try:
+        command.upgrade(_alembic_config(engine), revision)
+    except OperationalError as exc:
+        raise DatabaseError(f"The database could not be upgraded: {exc.orig}.") from None
+    after = current_revision(engine)
+    assert after is not None
+    return before, after
+
+
+def _checked_revision(engine: Engine) -> str | None:
+    url = engine.url.render_as_string(hide_password=False)
+    try:
+        revision = current_revision(engine)
+    except OperationalError as exc:
+        raise DatabaseError(f"Cannot open the database {_display(url)}: {exc.orig}.") from None
+    if revision is not None and revision not in _known_revisions():
+        raise DatabaseError(
+            f"The database {_display(url)} was made by a newer wip-mailer (schema {revision}); "
+            "install that version or newer."
+        )
+    return revision
+
+
+def create_database(url: str) -> Engine:
+    """Create (or bring up to date) the database at ``url``; safe to repeat."""
+    path = sqlite_path(url)
+    if path is not None:
+        folder = path.parent.resolve()
+        if not folder.is_dir():
+            raise DatabaseError(f"Cannot create the database {path}: folder {folder} does not exist.")
+        if not os.access(folder, os.W_OK):
+            raise DatabaseError(f"Cannot create the database {path}: folder {folder} is not writable.")
+    engine = make_engine(url)
+    upgrade(engine)
+    return engine
+
+
+def open_database(url: str) -> Engine:
+    """Open an existing database at the current schema, or explain what to run."""
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        raise DatabaseError(f"No database at {path}: run `wip-mailer init` first.")
+    engine = make_engine(url)
+    revision = _checked_revision(engine)
+    if revision is None and not inspect(engine).get_table_names():
+        raise DatabaseError(f"The database {_display(url)} is empty: run `wip-mailer init` first.")
+    if revision != head_revision():
+        raise DatabaseError(
+            f"The database {_display(url)} is at an older schema: run `wip-mailer db upgrade`."
+        )
+    return engine
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """A session that commits on success and rolls back on any error."""
+    with Session(engine, expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise

@@ -1,0 +1,20 @@
+"""Alembic environment: runs on the engine handed over by ``wip_mailer.db``."""
+
+from alembic import context
+from sqlmodel import SQLModel
+
+import wip_mailer.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+
+config = context.config
+engine = config.attributes["engine"]
+
+with engine.connect() as connection:
+    context.configure(
+        connection=connection,
+        target_metadata=SQLModel.metadata,
+        render_as_batch=True,  # SQLite cannot ALTER most things; batch mode copies the table
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+    connection.commit()

@@ -1,0 +1,238 @@
+"""The domain tables (SQLModel). Behaviour lives in the pipeline modules.
+
+States are stored as short strings (portable between SQLite and PostgreSQL, no
+database enum types to migrate); the StrEnums below name the allowed values.
+Timestamps are timezone-aware UTC in Python (see ``db.UTCDateTime``).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from wip_mailer.db import UTCDateTime, utcnow
+
+
+def _utc(nullable: bool = True, index: bool = False) -> Any:
+    return Field(default=None, sa_column=Column(UTCDateTime(), nullable=nullable, index=index))
+
+
+def _created() -> Any:
+    return Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+def _json(default_factory: Any) -> Any:
+    return Field(default_factory=default_factory, sa_column=Column(JSON, nullable=False))
+
+
+# --- editorial ---------------------------------------------------------------------------
+
+class EditionStatus(StrEnum):
+    DRAFT = "draft"
+    READY = "ready"
+    SCHEDULED = "scheduled"
+    SENDING = "sending"
+    SENT = "sent"
+
+
+class ItemStatus(StrEnum):
+    DRAFT = "draft"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+class Edition(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    slug: str = Field(unique=True, index=True, max_length=64)
+    title: str = Field(max_length=200)  # the period label, e.g. "Gennaio-Febbraio 2024"
+    period_start: date | None = None
+    period_end: date | None = None
+    language: str = Field(default="it", max_length=8)
+    status: str = Field(default=EditionStatus.DRAFT, max_length=16)
+    subject: str | None = Field(default=None, max_length=300)  # None: derived from the title
+    # Edition metadata that is not an item: the masthead credit line, the contact footer.
+    meta: dict[str, Any] = _json(dict)
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+    sent_at: datetime | None = _utc()
+
+
+class Section(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("edition_id", "name"),)
+    id: int | None = Field(default=None, primary_key=True)
+    edition_id: int = Field(foreign_key="edition.id", index=True, ondelete="CASCADE")
+    name: str = Field(max_length=120)
+    position: int = 0
+    intro_md: str = ""  # free text shown under the section heading
+
+
+class Item(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    edition_id: int = Field(foreign_key="edition.id", index=True, ondelete="CASCADE")
+    section_id: int = Field(foreign_key="section.id", index=True, ondelete="CASCADE")
+    title: str = Field(max_length=500)
+    date_label: str | None = Field(default=None, max_length=120)  # exactly as the editor wrote it
+    start_date: date | None = None
+    end_date: date | None = None
+    body_md: str = ""
+    links: list[dict[str, Any]] = _json(list)  # [{"text", "url", "placeholder"}]
+    image_url: str | None = None
+    image_alt: str | None = None
+    position: int | None = None
+    status: str = Field(default=ItemStatus.DRAFT, max_length=16)
+    status_by: str | None = Field(default=None, max_length=120)
+    status_at: datetime | None = _utc()
+    source_key: str | None = Field(default=None, max_length=64, index=True)  # import identity
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+
+
+# --- audience ----------------------------------------------------------------------------
+
+class SubscriberStatus(StrEnum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+
+
+class MembershipStatus(StrEnum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    UNSUBSCRIBED = "unsubscribed"
+
+
+class Subscriber(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(unique=True, index=True, max_length=320)  # normalised, lower-case
+    name: str = Field(default="", max_length=200)
+    language: str = Field(default="it", max_length=8)
+    organisation: str = Field(default="", max_length=200)
+    country: str = Field(default="", max_length=2)
+    tags: list[str] = _json(list)
+    attributes: dict[str, Any] = _json(dict)
+    status: str = Field(default=SubscriberStatus.ACTIVE, max_length=16, index=True)
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+
+
+class MailingList(SQLModel, table=True):
+    __tablename__ = "mailing_list"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, index=True, max_length=64)
+    description: str = ""
+    language: str = Field(default="it", max_length=8)
+    double_opt_in: bool = True
+    created_at: datetime = _created()
+
+
+class Membership(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("subscriber_id", "list_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    subscriber_id: int = Field(foreign_key="subscriber.id", index=True, ondelete="CASCADE")
+    list_id: int = Field(foreign_key="mailing_list.id", index=True, ondelete="CASCADE")
+    status: str = Field(default=MembershipStatus.ACTIVE, max_length=16)
+    subscribed_at: datetime = _created()
+    confirmed_at: datetime | None = _utc()
+    unsubscribed_at: datetime | None = _utc()
+
+
+class ConsentEvent(SQLModel, table=True):
+    """Proof of consent (GDPR art. 7): who agreed or withdrew, when, how."""
+
+    __tablename__ = "consent_event"
+    id: int | None = Field(default=None, primary_key=True)
+    subscriber_id: int | None = Field(
+        default=None, foreign_key="subscriber.id", index=True, ondelete="CASCADE"
+    )
+    list_id: int | None = Field(default=None, foreign_key="mailing_list.id", ondelete="SET NULL")
+    kind: str = Field(max_length=32)  # subscribe | confirm | unsubscribe | erase | ...
+    at: datetime = _created()
+    source: str = Field(default="", max_length=200)
+    ip: str | None = Field(default=None, max_length=64)
+    user_agent: str | None = Field(default=None, max_length=400)
+    text_version: str | None = Field(default=None, max_length=64)
+
+
+class Suppression(SQLModel, table=True):
+    """Addresses that must never be mailed again, kept only as a hash."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    email_hash: str = Field(unique=True, index=True, max_length=64)  # sha256 of normalised email
+    reason: str = Field(max_length=32)  # unsubscribed | bounced | complained | erased | manual
+    detail: str = ""
+    created_at: datetime = _created()
+
+
+# --- dispatch ----------------------------------------------------------------------------
+
+class CampaignStatus(StrEnum):
+    SENDING = "sending"
+    PAUSED = "paused"
+    FINISHED = "finished"
+    CANCELLED = "cancelled"
+
+
+class DeliveryState(StrEnum):
+    QUEUED = "queued"
+    SENDING = "sending"  # handed to SMTP, no reply recorded yet: "in doubt" after a crash
+    SENT = "sent"
+    DEFERRED = "deferred"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # unsubscribed or suppressed after the campaign froze its recipients
+
+
+class Campaign(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    edition_id: int = Field(foreign_key="edition.id", index=True)
+    audience: dict[str, Any] = _json(dict)  # {"lists": [...], "segment": "..."}
+    status: str = Field(default=CampaignStatus.SENDING, max_length=16)
+    recipient_count: int = 0
+    summary: dict[str, Any] = _json(dict)
+    # Lease held by the process that is sending (one runner, or several workers later).
+    lease_owner: str | None = Field(default=None, max_length=120)
+    lease_expires_at: datetime | None = _utc()
+    created_at: datetime = _created()
+    started_at: datetime | None = _utc()
+    finished_at: datetime | None = _utc()
+
+
+class Delivery(SQLModel, table=True):
+    """The ledger: one row per (campaign, subscriber); never two messages for one row."""
+
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "subscriber_id"),
+        Index("ix_delivery_queue", "campaign_id", "state", "next_attempt_at"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", ondelete="CASCADE")
+    subscriber_id: int | None = Field(
+        default=None, foreign_key="subscriber.id", index=True, ondelete="SET NULL"
+    )
+    list_id: int | None = Field(default=None, foreign_key="mailing_list.id", ondelete="SET NULL")
+    email: str = Field(max_length=320)  # frozen at campaign start; blanked on erasure
+    state: str = Field(default=DeliveryState.QUEUED, max_length=16)
+    attempts: int = 0
+    next_attempt_at: datetime | None = _utc()
+    last_reply: str = ""
+    message_id: str | None = Field(default=None, max_length=200, index=True)
+    worker: str | None = Field(default=None, max_length=120)
+    updated_at: datetime = _created()
+    sent_at: datetime | None = _utc()
+
+
+class BounceEvent(SQLModel, table=True):
+    __tablename__ = "bounce_event"
+    id: int | None = Field(default=None, primary_key=True)
+    delivery_id: int | None = Field(
+        default=None, foreign_key="delivery.id", index=True, ondelete="SET NULL"
+    )
+    email_hash: str = Field(max_length=64, index=True)
+    kind: str = Field(max_length=16)  # hard | soft | complaint
+    diagnostic: str = ""
+    received_at: datetime = _created()

@@ -1,0 +1,256 @@
+"""Settings: read once from the environment and `.env`, validated, passed down.
+
+This is the only module that looks at ``os.environ``. Every key is documented in
+``.env.example`` (a copy of the packaged ``env.template``).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from email.utils import formataddr, parseaddr
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from dotenv.parser import parse_stream
+from email_validator import EmailNotValidError, validate_email
+
+from wip_mailer.errors import SettingsError
+
+PREFIX = "WIP_MAILER_"
+ENV_TEMPLATE = Path(__file__).with_name("env.template")
+
+SmtpSecurity = Literal["none", "starttls", "tls"]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = "sqlite:///wip-mailer.db"
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 1025
+    smtp_user: str = ""
+    smtp_password: str = ""
+    smtp_security: SmtpSecurity = "none"
+    smtp_timeout: float = 30.0
+    smtp_connections: int = 4
+    smtp_messages_per_connection: int = 1000
+    rate_per_second: float = 0.0
+    rate_per_hour: int = 0
+    sender: str = "Work in Progress <newsletter@example.org>"
+    reply_to: str = ""
+    bounce_address: str = ""
+    base_url: str = "http://127.0.0.1:8000"
+    archive_url: str = "http://127.0.0.1:8000/archive"
+    secret_key: str = ""
+    confirm_days: int = 7
+    timezone: str = "Europe/Rome"
+    dkim_key_file: str = ""
+    dkim_selector: str = ""
+    dkim_domain: str = ""
+    templates_dir: str = ""
+
+    def __repr__(self) -> str:  # never show secrets in logs or tracebacks
+        shown = {
+            f.name: ("***" if f.name in {"smtp_password", "secret_key"} and getattr(self, f.name)
+                     else getattr(self, f.name))
+            for f in fields(self)
+        }
+        return f"Settings({shown})"
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def sender_address(self) -> str:
+        """The bare address of ``WIP_MAILER_FROM``."""
+        return parseaddr(self.sender)[1]
+
+    @property
+    def sender_domain(self) -> str:
+        return self.sender_address.rpartition("@")[2]
+
+    def require_secret_key(self) -> str:
+        if not self.secret_key:
+            raise SettingsError(
+                "WIP_MAILER_SECRET_KEY is not set: run `wip-mailer init` or set it to a random "
+                "string of at least 32 characters."
+            )
+        return self.secret_key
+
+    @property
+    def dkim_enabled(self) -> bool:
+        return bool(self.dkim_key_file)
+
+
+# --- parsing of single values; each raises SettingsError naming the key -------------------
+
+def _fail(key: str, expected: str, raw: str) -> SettingsError:
+    return SettingsError(f"{PREFIX}{key} must be {expected}, got {raw!r}.")
+
+
+def _int(key: str, raw: str, low: int, high: int) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise _fail(key, f"a whole number from {low} to {high}", raw) from None
+    if not low <= value <= high:
+        raise _fail(key, f"a whole number from {low} to {high}", raw)
+    return value
+
+
+def _float(key: str, raw: str, low: float) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise _fail(key, f"a number of at least {low:g}", raw) from None
+    if value < low:
+        raise _fail(key, f"a number of at least {low:g}", raw)
+    return value
+
+
+def _security(key: str, raw: str) -> str:
+    value = raw.lower()
+    if value not in ("none", "starttls", "tls"):
+        raise _fail(key, "one of none, starttls, tls", raw)
+    return value
+
+
+def _mailbox(key: str, raw: str, *, allow_empty: bool) -> str:
+    if not raw and allow_empty:
+        return ""
+    if "\r" in raw or "\n" in raw:
+        raise _fail(key, "a single-line address", raw)
+    name, address = parseaddr(raw)
+    try:
+        normalised = validate_email(address, check_deliverability=False).normalized
+    except EmailNotValidError:
+        raise _fail(key, "an email address, optionally with a display name "
+                         "(Work in Progress <news@example.org>)", raw) from None
+    return formataddr((name, normalised)) if name else normalised
+
+
+def _url(key: str, raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise _fail(key, "an http:// or https:// URL", raw)
+    return raw.rstrip("/")
+
+
+def _timezone(key: str, raw: str) -> str:
+    try:
+        ZoneInfo(raw)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise _fail(key, "an IANA timezone name such as Europe/Rome", raw) from None
+    return raw
+
+
+def _secret(key: str, raw: str) -> str:
+    if raw and len(raw) < 16:
+        raise _fail(key, "a random string of at least 16 characters", "***")
+    return raw
+
+
+def _database_url(key: str, raw: str) -> str:
+    if not raw.startswith(("sqlite:", "postgresql")):
+        raise _fail(key, "a sqlite:/// or postgresql+psycopg:// URL", raw)
+    return raw
+
+
+_PARSERS: dict[str, Callable[[str, str], Any]] = {
+    "DATABASE_URL": _database_url,
+    "SMTP_PORT": lambda k, v: _int(k, v, 1, 65535),
+    "SMTP_SECURITY": _security,
+    "SMTP_TIMEOUT": lambda k, v: _float(k, v, 0.1),
+    "SMTP_CONNECTIONS": lambda k, v: _int(k, v, 1, 64),
+    "SMTP_MESSAGES_PER_CONNECTION": lambda k, v: _int(k, v, 1, 1_000_000),
+    "RATE_PER_SECOND": lambda k, v: _float(k, v, 0),
+    "RATE_PER_HOUR": lambda k, v: _int(k, v, 0, 100_000_000),
+    "FROM": lambda k, v: _mailbox(k, v, allow_empty=False),
+    "REPLY_TO": lambda k, v: _mailbox(k, v, allow_empty=True),
+    "BOUNCE_ADDRESS": lambda k, v: _mailbox(k, v, allow_empty=True),
+    "BASE_URL": _url,
+    "ARCHIVE_URL": _url,
+    "SECRET_KEY": _secret,
+    "CONFIRM_DAYS": lambda k, v: _int(k, v, 1, 3650),
+    "TIMEZONE": _timezone,
+}
+
+# Environment key (without prefix) -> Settings field, where the names differ.
+_FIELD_FOR_KEY = {"FROM": "sender"}
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Read a `.env` file strictly: a line that is not KEY=VALUE is an error."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SettingsError(f"The settings file {path} is not UTF-8 text.") from None
+    except OSError as exc:
+        raise SettingsError(f"The settings file {path} cannot be read: {exc.strerror}.") from None
+    values: dict[str, str] = {}
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:
+            line = binding.original.line
+            raise SettingsError(
+                f"The settings file {path} has a malformed line {line}: expected KEY=VALUE."
+            )
+        if binding.key is not None:
+            values[binding.key] = binding.value or ""
+    return values
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, env_file: Path | None = None
+) -> Settings:
+    """Build the settings from ``.env`` (if present) overlaid by the real environment."""
+    environ = os.environ if environ is None else environ
+    env_file = Path(".env") if env_file is None else env_file
+    raw: dict[str, str] = {}
+    if env_file.exists():
+        raw.update(read_env_file(env_file))
+    raw.update({k: v for k, v in environ.items() if k.startswith(PREFIX)})
+
+    known = {f.name for f in fields(Settings)}
+    values: dict[str, Any] = {}
+    for full_key, text in raw.items():
+        if not full_key.startswith(PREFIX):
+            continue
+        key = full_key[len(PREFIX):]
+        name = _FIELD_FOR_KEY.get(key, key.lower())
+        if name not in known:
+            continue  # tolerate keys of other versions; they are documented there
+        text = text.strip()
+        if text == "" and key not in ("SMTP_USER", "SMTP_PASSWORD"):
+            continue  # empty means "use the default"
+        parser = _PARSERS.get(key)
+        values[name] = parser(key, text) if parser else text
+    return Settings(**values)
+
+
+def new_secret_key() -> str:
+    return secrets.token_urlsafe(48)
+
+
+def write_env_file(path: Path) -> bool:
+    """Write a `.env` from the packaged template with a fresh secret key; never overwrite."""
+    if path.exists():
+        return False
+    text = ENV_TEMPLATE.read_text(encoding="utf-8").replace(
+        "WIP_MAILER_SECRET_KEY=\n", f"WIP_MAILER_SECRET_KEY={new_secret_key()}\n"
+    )
+    try:
+        with path.open("x", encoding="utf-8") as handle:
+            handle.write(text)
+        path.chmod(0o600)  # it holds the signing secret
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        raise SettingsError(f"Cannot write {path}: {exc.strerror}.") from None
+    return True

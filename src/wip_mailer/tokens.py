@@ -1,0 +1,65 @@
+"""Signed tokens for the links in emails (itsdangerous, one salt per purpose).
+
+A token names a subscriber and a list. Unsubscribe and preference tokens never
+expire (an old email must still let its reader leave); confirmation tokens do.
+Signatures are compared in constant time by itsdangerous.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
+
+from wip_mailer.errors import InvalidInputError
+
+
+class Purpose(StrEnum):
+    UNSUBSCRIBE = "unsubscribe"
+    PREFERENCES = "preferences"
+    CONFIRM = "confirm"
+
+
+class InvalidTokenError(InvalidInputError):
+    """The token is tampered, unknown, of another purpose, or expired."""
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    subscriber_id: int
+    list_id: int | None
+
+
+def _salt(purpose: Purpose) -> str:
+    return f"wip-mailer.{purpose.value}.v1"
+
+
+def make_token(secret: str, purpose: Purpose, subscriber_id: int, list_id: int | None) -> str:
+    payload = [subscriber_id, list_id]
+    if purpose is Purpose.CONFIRM:
+        return URLSafeTimedSerializer(secret, salt=_salt(purpose)).dumps(payload)
+    return URLSafeSerializer(secret, salt=_salt(purpose)).dumps(payload)
+
+
+def read_token(secret: str, purpose: Purpose, token: str, max_age_seconds: int | None = None) -> TokenClaims:
+    """Verify ``token`` for ``purpose``; raises InvalidTokenError on any problem."""
+    try:
+        if purpose is Purpose.CONFIRM:
+            payload = URLSafeTimedSerializer(secret, salt=_salt(purpose)).loads(
+                token, max_age=max_age_seconds
+            )
+        else:
+            payload = URLSafeSerializer(secret, salt=_salt(purpose)).loads(token)
+    except SignatureExpired:
+        raise InvalidTokenError("This link has expired; please subscribe again.") from None
+    except BadSignature:
+        raise InvalidTokenError("This link is not valid.") from None
+    if (
+        not isinstance(payload, list)
+        or len(payload) != 2
+        or not isinstance(payload[0], int)
+        or not (payload[1] is None or isinstance(payload[1], int))
+    ):
+        raise InvalidTokenError("This link is not valid.")
+    return TokenClaims(subscriber_id=payload[0], list_id=payload[1])

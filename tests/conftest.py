@@ -1,0 +1,80 @@
+"""Shared fixtures: a working folder with its own settings and database, a real SMTP server."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from sqlalchemy import Engine
+
+from tests.smtp_server import SmtpTestServer
+from wip_mailer import db
+from wip_mailer.cli import main
+from wip_mailer.settings import Settings, load_settings
+
+REPO = Path(__file__).resolve().parents[1]
+SEED = REPO.parent / "shared" / "seed" / "work-in-progress-2024-01-gennaio-febbraio.md"
+TEST_SECRET = "test-secret-key-0123456789abcdefghijklmnop"
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No WIP_MAILER_* from the developer's shell leaks into a test."""
+    for key in list(os.environ):
+        if key.startswith("WIP_MAILER_"):
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh working folder with a secret key set, as after `wip-mailer init`."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WIP_MAILER_SECRET_KEY", TEST_SECRET)
+    monkeypatch.setenv("WIP_MAILER_DATABASE_URL", f"sqlite:///{tmp_path / 'wip.db'}")
+    return tmp_path
+
+
+@pytest.fixture
+def settings(workdir: Path) -> Settings:
+    return load_settings()
+
+
+@pytest.fixture
+def engine(settings: Settings) -> Iterator[Engine]:
+    engine = db.create_database(settings.database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def smtp_server(tmp_path: Path) -> Iterator[SmtpTestServer]:
+    """A real aiosmtpd server on loopback that records (and can fault) what it gets."""
+    server = SmtpTestServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def cli() -> CliRunnerHelper:
+    return CliRunnerHelper()
+
+
+class CliRunnerHelper:
+    """Runs `wip-mailer` in-process, keeping stdout and stderr apart."""
+
+    def __init__(self) -> None:
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str, input: str | None = None) -> Result:
+        return self.runner.invoke(main, list(args), input=input, catch_exceptions=False)
+
+
+@pytest.fixture
+def seed_path() -> Path:
+    if not SEED.exists():
+        pytest.skip(f"the sample edition is not at {SEED} (../shared is absent)")
+    return SEED

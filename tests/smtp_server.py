@@ -1,0 +1,116 @@
+"""A real SMTP server for tests (aiosmtpd on loopback) that records messages and injects faults.
+
+Faults are set per test: a reply for a recipient at RCPT or DATA, a 421 after N
+messages, a dropped connection, a slow reply. Everything accepted is recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.message import Message
+from email.policy import SMTP as SMTP_POLICY
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ReceivedMessage:
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+
+    @property
+    def message(self) -> Message:
+        return message_from_bytes(self.data, policy=SMTP_POLICY)
+
+
+@dataclass
+class Faults:
+    rcpt_replies: dict[str, list[str]] = field(default_factory=dict)  # address -> replies, used in turn
+    data_replies: dict[str, list[str]] = field(default_factory=dict)
+    close_after_messages: int | None = None  # reply 421 and close after this many messages
+    drop_after_messages: int | None = None  # drop the connection (no reply) after this many
+    data_delay_seconds: float = 0.0
+
+
+class FaultyHandler:
+    def __init__(self) -> None:
+        self.messages: list[ReceivedMessage] = []
+        self.faults = Faults()
+        self.lock = threading.Lock()
+        self.accepted_in_session: dict[int, int] = {}
+
+    @staticmethod
+    def _take(replies: dict[str, list[str]], address: str) -> str | None:
+        queue = replies.get(address.lower())
+        if queue:
+            return queue.pop(0) if len(queue) > 1 else queue[0]
+        return None
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, rcpt_options: list[str]) -> str:
+        with self.lock:
+            reply = self._take(self.faults.rcpt_replies, address)
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.faults.data_delay_seconds:
+            await asyncio.sleep(self.faults.data_delay_seconds)
+        key = id(session)
+        with self.lock:
+            count = self.accepted_in_session.get(key, 0)
+            if self.faults.drop_after_messages is not None and count >= self.faults.drop_after_messages:
+                self.faults.drop_after_messages = None
+                server.transport.close()  # type: ignore[union-attr]
+                return "421 dropped"  # never reaches the client
+            if self.faults.close_after_messages is not None and count >= self.faults.close_after_messages:
+                self.faults.close_after_messages = None
+                server.transport.close()  # type: ignore[union-attr]
+                return "421 4.3.2 Service shutting down"
+            for address in envelope.rcpt_tos:
+                reply = self._take(self.faults.data_replies, address)
+                if reply:
+                    return reply
+            self.accepted_in_session[key] = count + 1
+            self.messages.append(ReceivedMessage(
+                envelope.mail_from or "", list(envelope.rcpt_tos), envelope.original_content or b""
+            ))
+        return "250 OK queued"
+
+
+class SmtpTestServer:
+    def __init__(self, host: str = "127.0.0.1", port: int | None = None, **kwargs: Any):
+        self.handler = FaultyHandler()
+        self.host = host
+        self.port = port or free_port()
+        self.controller = Controller(self.handler, hostname=host, port=self.port,
+                                     data_size_limit=50 * 1024 * 1024, **kwargs)
+
+    @property
+    def messages(self) -> list[ReceivedMessage]:
+        return self.handler.messages
+
+    @property
+    def faults(self) -> Faults:
+        return self.handler.faults
+
+    def start(self) -> None:
+        self.controller.start()
+
+    def stop(self) -> None:
+        self.controller.stop()
