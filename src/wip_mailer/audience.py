@@ -1,0 +1,73 @@
+"""Subscribers, lists, segments, consent and suppression.
+
+CONTRACT (used by dispatch): ``select_recipients`` streams one ``Recipient`` per address
+for a set of lists and an optional segment expression; ``email_hash`` is how suppressed
+addresses are kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import func
+from sqlmodel import Session, select
+
+from wip_mailer.errors import NotFoundError
+from wip_mailer.models import (
+    MailingList,
+    Membership,
+    MembershipStatus,
+    Subscriber,
+    SubscriberStatus,
+    Suppression,
+)
+
+
+def email_hash(email: str) -> str:
+    """The suppression key of an address (already normalised, compared lower-case)."""
+    return hashlib.sha256(email.strip().lower().encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Recipient:
+    subscriber_id: int
+    email: str
+    name: str
+    language: str
+    list_id: int  # the list this copy is sent for (its unsubscribe link leaves that list)
+
+
+def resolve_lists(session: Session, names: Sequence[str]) -> list[MailingList]:
+    lists = []
+    for name in names:
+        found = session.exec(select(MailingList).where(MailingList.name == name)).first()
+        if found is None:
+            raise NotFoundError(f"There is no list named {name!r}.")
+        lists.append(found)
+    return lists
+
+
+def select_recipients(
+    session: Session, list_names: Sequence[str], segment: str | None = None
+) -> Iterator[Recipient]:
+    """Active members of any of the lists, once per address, never a suppressed one."""
+    lists = resolve_lists(session, list_names)
+    if segment:
+        raise NotImplementedError("segment filters arrive with the audience issue")
+    suppressed = set(session.exec(select(Suppression.email_hash)).all())
+    list_id = func.min(Membership.list_id).label("list_id")
+    query = (
+        select(Subscriber.id, Subscriber.email, Subscriber.name, Subscriber.language, list_id)
+        .join(Membership, Membership.subscriber_id == Subscriber.id)
+        .where(Membership.list_id.in_([lst.id for lst in lists]))  # type: ignore[union-attr]
+        .where(Membership.status == MembershipStatus.ACTIVE)
+        .where(Subscriber.status == SubscriberStatus.ACTIVE)
+        .group_by(Subscriber.id)  # type: ignore[arg-type]
+        .order_by(Subscriber.id)  # type: ignore[arg-type]
+        .execution_options(yield_per=2000)
+    )
+    for row in session.exec(query):
+        if email_hash(row.email) not in suppressed:
+            yield Recipient(row.id, row.email, row.name, row.language, row.list_id)
