@@ -11,8 +11,9 @@ import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+import sqlalchemy as sa
 from sqlalchemy import func
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from wip_mailer.errors import NotFoundError
 from wip_mailer.models import (
@@ -59,15 +60,16 @@ def select_recipients(
     suppressed = set(session.exec(select(Suppression.email_hash)).all())
     list_id = func.min(Membership.list_id).label("list_id")
     query = (
-        select(Subscriber.id, Subscriber.email, Subscriber.name, Subscriber.language, list_id)
-        .join(Membership, Membership.subscriber_id == Subscriber.id)
-        .where(Membership.list_id.in_([lst.id for lst in lists]))  # type: ignore[union-attr]
-        .where(Membership.status == MembershipStatus.ACTIVE)
-        .where(Subscriber.status == SubscriberStatus.ACTIVE)
-        .group_by(Subscriber.id)  # type: ignore[arg-type]
-        .order_by(Subscriber.id)  # type: ignore[arg-type]
+        sa.select(col(Subscriber.id), col(Subscriber.email), col(Subscriber.name),
+                  col(Subscriber.language), list_id)
+        .join(Membership, col(Membership.subscriber_id) == col(Subscriber.id))
+        .where(col(Membership.list_id).in_([lst.id for lst in lists]))
+        .where(col(Membership.status) == MembershipStatus.ACTIVE)
+        .where(col(Subscriber.status) == SubscriberStatus.ACTIVE)
+        .group_by(col(Subscriber.id))
+        .order_by(col(Subscriber.id))
         .execution_options(yield_per=2000)
     )
-    for row in session.exec(query):
+    for row in session.execute(query):
         if email_hash(row.email) not in suppressed:
             yield Recipient(row.id, row.email, row.name, row.language, row.list_id)
