@@ -1,0 +1,69 @@
+"""Opening SMTP connections as the settings say (none | starttls | tls, AUTH).
+
+Shared by dispatch (bulk sending) and audience (single confirmation emails).
+"""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+import ssl
+from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
+from email.utils import parseaddr
+
+from wip_mailer.errors import DeliveryError
+from wip_mailer.settings import Settings
+
+
+def connect(settings: Settings) -> smtplib.SMTP:
+    """A connected, authenticated SMTP client; raises DeliveryError with a clear sentence."""
+    host, port, timeout = settings.smtp_host, settings.smtp_port, settings.smtp_timeout
+    context = ssl.create_default_context()  # verifies certificates and host names
+    client: smtplib.SMTP
+    try:
+        if settings.smtp_security == "tls":
+            client = smtplib.SMTP_SSL(host, port, timeout=timeout, context=context)
+        else:
+            client = smtplib.SMTP(host, port, timeout=timeout)
+        client.ehlo()
+        if settings.smtp_security == "starttls":
+            client.starttls(context=context)
+            client.ehlo()
+        if settings.smtp_user:
+            client.login(settings.smtp_user, settings.smtp_password)
+    except smtplib.SMTPAuthenticationError:
+        raise DeliveryError(
+            f"The SMTP server {host}:{port} refused the login for {settings.smtp_user!r}: "
+            "check WIP_MAILER_SMTP_USER and WIP_MAILER_SMTP_PASSWORD."
+        ) from None
+    except ssl.SSLError as exc:
+        raise DeliveryError(f"TLS with the SMTP server {host}:{port} failed: {exc.reason}.") from None
+    except smtplib.SMTPNotSupportedError:
+        raise DeliveryError(
+            f"The SMTP server {host}:{port} does not offer STARTTLS or AUTH as configured."
+        ) from None
+    except (OSError, smtplib.SMTPException) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+        if isinstance(exc, socket.timeout):
+            reason = "timed out"
+        raise DeliveryError(f"Cannot connect to the SMTP server {host}:{port}: {reason}.") from None
+    return client
+
+
+def send_single(settings: Settings, message: EmailMessage) -> None:
+    """Send one message on its own connection (confirmation emails, tests)."""
+    client = connect(settings)
+    try:
+        envelope_from = settings.bounce_address or settings.sender_address
+        recipient = parseaddr(str(message["To"]))[1]
+        client.sendmail(envelope_from, [recipient], message.as_bytes(policy=SMTP_POLICY))
+    except smtplib.SMTPRecipientsRefused as exc:
+        raise DeliveryError(f"The SMTP server refused {message['To']}: {exc.recipients}.") from None
+    except (OSError, smtplib.SMTPException) as exc:
+        raise DeliveryError(f"Sending to {message['To']} failed: {exc}.") from None
+    finally:
+        try:
+            client.quit()
+        except (OSError, smtplib.SMTPException):
+            client.close()
