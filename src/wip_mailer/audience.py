@@ -73,3 +73,23 @@ def select_recipients(
     for row in session.execute(query):
         if email_hash(row.email) not in suppressed:
             yield Recipient(row.id, row.email, row.name, row.language, row.list_id)
+
+
+def suppress(session: Session, email: str, reason: str, detail: str = "") -> None:
+    """Never mail ``email`` again (hard bounce, complaint, erasure, manual); idempotent.
+
+    The subscriber, if any, takes the matching status so it leaves every selection.
+    """
+    key = email_hash(email)
+    if session.exec(select(Suppression).where(Suppression.email_hash == key)).first() is None:
+        session.add(Suppression(email_hash=key, reason=reason, detail=detail))
+    status = {"bounced": SubscriberStatus.BOUNCED, "complained": SubscriberStatus.COMPLAINED}.get(reason)
+    subscriber = session.exec(select(Subscriber).where(Subscriber.email == email.strip().lower())).first()
+    if subscriber is not None and status is not None:
+        subscriber.status = status
+        session.add(subscriber)
+
+
+def is_suppressed(session: Session, email: str) -> bool:
+    key = email_hash(email)
+    return session.exec(select(Suppression.id).where(Suppression.email_hash == key)).first() is not None
