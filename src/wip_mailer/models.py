@@ -11,7 +11,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, Column, Float, Index, LargeBinary, Table, Unicode, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from wip_mailer.db import UTCDateTime, utcnow
@@ -236,3 +236,69 @@ class BounceEvent(SQLModel, table=True):
     kind: str = Field(max_length=16)  # hard | soft | complaint
     diagnostic: str = ""
     received_at: datetime = _created()
+
+
+# --- schedule ----------------------------------------------------------------------------
+
+class ScheduleKind(StrEnum):
+    SEND = "send"  # send the edition (the same path as `wip-mailer send`)
+    CHECK = "check"  # run the pre-flight check and record its verdict
+    REMINDER = "reminder"  # email the editors a reminder about the edition
+
+
+class ScheduleStatus(StrEnum):
+    SCHEDULED = "scheduled"  # waiting for its time (a recurring job returns here after each run)
+    RUNNING = "running"  # claimed by a scheduler; never claimed twice
+    DONE = "done"
+    FAILED = "failed"
+    MISSED = "missed"  # its time passed beyond the grace window while no scheduler ran
+    CANCELLED = "cancelled"
+
+
+class ScheduledJob(SQLModel, table=True):
+    """What editors scheduled, and what became of it: the record `schedule list` shows.
+
+    The timing itself lives in APScheduler's job store (``apscheduler_jobs``, job id
+    ``schedule-<id>``); this row decides whether a firing may run (status scheduled → running
+    is one conditional UPDATE) and keeps the outcome.
+    """
+
+    __tablename__ = "scheduled_job"
+    id: int | None = Field(default=None, primary_key=True)
+    edition_id: int = Field(foreign_key="edition.id", index=True, ondelete="CASCADE")
+    kind: str = Field(default=ScheduleKind.SEND, max_length=16)
+    run_at: datetime | None = _utc()  # a one-off job
+    cron: str | None = Field(default=None, max_length=120)  # a recurring job (crontab fields)
+    timezone: str = Field(default="Europe/Rome", max_length=64)  # how the editor's time was read
+    lists: list[str] = _json(list)
+    segment: str | None = None
+    notify: list[str] = _json(list)  # reminder recipients
+    status: str = Field(default=ScheduleStatus.SCHEDULED, max_length=16, index=True)
+    edition_status_before: str | None = Field(default=None, max_length=16)  # restored on cancel
+    message: str = ""  # the outcome of the last run, or why it did not run
+    run_count: int = 0
+    last_run_at: datetime | None = _utc()
+    claimed_by: str | None = Field(default=None, max_length=120)
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+
+
+class SchedulerLease(SQLModel, table=True):
+    """Only one `wip-mailer scheduler run` per database: the holder renews its lease."""
+
+    __tablename__ = "scheduler_lease"
+    name: str = Field(primary_key=True, max_length=32)
+    owner: str = Field(max_length=120)  # host:pid:random
+    acquired_at: datetime = _created()
+    expires_at: datetime = _created()
+
+
+# APScheduler's SQLAlchemyJobStore table, declared here (same columns as the job store's own
+# definition) so that Alembic creates it and sees it as part of the schema.
+apscheduler_jobs = Table(
+    "apscheduler_jobs",
+    SQLModel.metadata,
+    Column("id", Unicode(191), primary_key=True),
+    Column("next_run_time", Float(25), index=True),
+    Column("job_state", LargeBinary, nullable=False),
+)

@@ -54,6 +54,8 @@ class Settings:
     dkim_selector: str = ""
     dkim_domain: str = ""
     templates_dir: str = ""
+    scheduler_grace_seconds: int = 3600
+    scheduler_poll_seconds: float = 5.0
 
     def __repr__(self) -> str:  # never show secrets in logs or tracebacks
         shown = {
@@ -180,6 +182,8 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "SECRET_KEY": _secret,
     "CONFIRM_DAYS": lambda k, v: _int(k, v, 1, 3650),
     "TIMEZONE": _timezone,
+    "SCHEDULER_GRACE_SECONDS": lambda k, v: _int(k, v, 1, 30 * 86400),
+    "SCHEDULER_POLL_SECONDS": lambda k, v: _float(k, v, 0.1),
 }
 
 # Environment key (without prefix) -> Settings field, where the names differ.
