@@ -373,3 +373,29 @@ def test_cli_errors_are_one_line(engine, cli) -> None:
     missing = cli("schedule", "cancel", "42")
     assert missing.stderr == "Error: There is no scheduled job #42.\n"
     assert edition_status(engine) == "ready"
+
+
+def test_scheduler_settings_are_read_and_checked(tmp_path) -> None:
+    from wip_mailer.errors import SettingsError
+    from wip_mailer.settings import load_settings
+
+    absent = tmp_path / "absent.env"
+    defaults = load_settings({}, absent)
+    assert (defaults.scheduler_grace_seconds, defaults.scheduler_poll_seconds) == (3600, 5.0)
+    tuned = load_settings({"WIP_MAILER_SCHEDULER_GRACE_SECONDS": "600",
+                           "WIP_MAILER_SCHEDULER_POLL_SECONDS": "0.5"}, absent)
+    assert (tuned.scheduler_grace_seconds, tuned.scheduler_poll_seconds) == (600, 0.5)
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"WIP_MAILER_SCHEDULER_GRACE_SECONDS": "0"}, absent)
+    assert str(caught.value) == (
+        "WIP_MAILER_SCHEDULER_GRACE_SECONDS must be a whole number from 1 to 2592000, got '0'.")
+
+
+def test_the_systemd_unit_runs_an_existing_command(cli) -> None:
+    from pathlib import Path
+
+    unit = Path(__file__).resolve().parents[1] / "scripts" / "systemd" / "wip-mailer-scheduler.service"
+    exec_start = next(line for line in unit.read_text().splitlines() if line.startswith("ExecStart="))
+    args = exec_start.split()[1:]
+    assert args == ["scheduler", "run", "--wait"]
+    assert cli(*args, "--help").exit_code == 0

@@ -674,6 +674,7 @@ class SchedulerService:
             )
 
     def _take_lease(self, wait: bool) -> None:
+        waiting = False
         while not acquire_lease(self.engine, self.owner, self.lease_ttl):
             holder = lease_holder(self.engine)
             if not wait:
@@ -683,7 +684,9 @@ class SchedulerService:
                     f"Another scheduler is already running on this database{who}: stop it first, "
                     "or start this one with --wait to take over when it stops."
                 )
-            log.info("Another scheduler holds the database; waiting for it to stop.")
+            if not waiting:
+                log.info("Another scheduler holds the database; waiting for it to stop.")
+                waiting = True
             if self._stop.wait(self.poll):
                 return
         log.info("Scheduler %s holds the database lease.", self.owner)

@@ -119,8 +119,10 @@ def scheduler_run(app: App, wait: bool) -> None:
 
     Example: wip-mailer scheduler run
     """
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    # Our own lines at INFO; libraries (alembic, APScheduler) only when something is wrong.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("wip_mailer").setLevel(logging.INFO)
+    logging.getLogger("apscheduler.executors").setLevel(logging.ERROR)  # we report misses ourselves
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: Any) -> None:
