@@ -190,6 +190,7 @@ def edition_of(session: Session, item: Item) -> Edition:
 def order_items(items: Iterable[Item]) -> list[Item]:
     """The editor's order: positioned items by position; each item without a position
     goes in before the first positioned item that starts later (no start date: last)."""
+    items = list(items)
     placed = sorted((i for i in items if i.position is not None), key=lambda i: (i.position, i.id or 0))
     loose = sorted(
         (i for i in items if i.position is None),
