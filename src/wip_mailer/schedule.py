@@ -367,10 +367,9 @@ def _claim_edition_for_send(session: Session, edition: Edition) -> str:
 
 
 def _set_edition_status(session: Session, edition: Edition, status: str) -> None:
-    # The one place this module changes an edition's status.
-    edition.status = status
-    edition.updated_at = utcnow()
-    session.add(edition)
+    from wip_mailer.editorial import set_edition_status
+
+    set_edition_status(session, edition, status)
 
 
 def _restore_edition(session: Session, job: ScheduledJob) -> None:
