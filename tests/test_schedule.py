@@ -399,3 +399,17 @@ def test_the_systemd_unit_runs_an_existing_command(cli) -> None:
     args = exec_start.split()[1:]
     assert args == ["scheduler", "run", "--wait"]
     assert cli(*args, "--help").exit_code == 0
+
+
+def test_cli_recurring_reminder_shows_its_next_time(engine, cli) -> None:
+    make_edition(engine)
+    added = cli("schedule", "add", "2024-03", "--kind", "reminder", "--cron", "0 9 1 1 *",
+                "--to", "Editor <Editor@Example.org>")
+    assert added.exit_code == 0, added.stderr
+    next_year = utcnow().astimezone(ROME).year + 1
+    assert added.output.startswith(
+        f"Scheduled #1: reminder 2024-03 at cron '0 9 1 1 *' "
+        f"(Europe/Rome, next {next_year}-01-01 09:00 CET).")
+    listed = json.loads(cli("schedule", "list", "--json").output)
+    assert listed[0]["notify"] == ["Editor@example.org"]
+    assert listed[0]["next_run_at"] == f"{next_year}-01-01T08:00:00+00:00"

@@ -209,7 +209,8 @@ class ScheduleView:
     def when(self) -> str:
         tz = ZoneInfo(self.timezone)
         if self.cron:
-            return f"cron '{self.cron}' ({self.timezone})"
+            upcoming = f", next {format_local(self.next_run_at, tz)}" if self.next_run_at else ""
+            return f"cron '{self.cron}' ({self.timezone}{upcoming})"
         assert self.run_at is not None
         return format_local(self.run_at, tz)
 
