@@ -109,12 +109,19 @@ def _template_frame(exc: BaseException, env: jinja2.Environment, name: str) -> t
 
 
 def load_labels(settings: Settings, path: str, language: str) -> tuple[dict[str, str], str]:
-    """The strings of ``language`` from a TOML file of per-language tables.
+    """The strings of ``language`` from TOML files of per-language tables.
 
-    The first table is the default language; keys missing in ``language`` come from it.
-    Returns the labels and the language actually used.
+    The same file in a custom template folder overrides single keys of the built-in one.
+    The first table of the built-in file is the default language; keys missing in
+    ``language`` come from it. Returns the labels and the language actually used.
     """
-    tables = _labels_file(tuple(template_dirs(settings)), path)
+    files = [d / path for d in template_dirs(settings) if (d / path).is_file()]
+    if not files:
+        raise TemplateRenderError(f"The labels file {path} was not found in the templates.")
+    tables: dict[str, dict[str, str]] = {}
+    for file in reversed(files):  # built-ins first, overrides on top
+        for lang, table in _labels_file(file, file.stat().st_mtime_ns).items():
+            tables.setdefault(lang, {}).update(table)
     default_language = next(iter(tables))
     labels = dict(tables[default_language])
     used = language if language in tables else default_language
@@ -123,7 +130,7 @@ def load_labels(settings: Settings, path: str, language: str) -> tuple[dict[str,
 
 
 @lru_cache(maxsize=16)
-def _labels_file_cached(file: Path, mtime_ns: int) -> dict[str, dict[str, str]]:
+def _labels_file(file: Path, mtime_ns: int) -> dict[str, dict[str, str]]:
     try:
         data = tomllib.loads(file.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
@@ -132,13 +139,3 @@ def _labels_file_cached(file: Path, mtime_ns: int) -> dict[str, dict[str, str]]:
     if not tables:
         raise TemplateRenderError(f"The labels file {file} has no [language] table.")
     return {lang: {str(k): str(v) for k, v in table.items()} for lang, table in tables.items()}
-
-
-def _labels_file(dirs: tuple[Path, ...], path: str) -> dict[str, dict[str, str]]:
-    for directory in dirs:
-        file = directory / path
-        if file.is_file():
-            return _labels_file_cached(file, file.stat().st_mtime_ns)
-    raise TemplateRenderError(
-        f"The labels file {path} was not found (searched: {', '.join(map(str, dirs))})."
-    )
