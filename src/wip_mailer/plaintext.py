@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import textwrap
 from dataclasses import dataclass
+from functools import lru_cache
 
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
@@ -63,6 +64,7 @@ class _Block:
     in_list: bool = False
 
 
+@lru_cache(maxsize=4096)  # pure; an edition is rendered again on every check and send
 def markdown_to_text(md: str, width: int = WIDTH) -> str:
     """Plain text of a Markdown fragment, wrapped at ``width``; blocks separated by blank lines."""
     blocks: list[_Block] = []
