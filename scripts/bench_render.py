@@ -46,10 +46,11 @@ def sample_context(folder: Path) -> EditionContext:
     from wip_mailer.assemble import assemble_edition  # type: ignore[attr-defined]
 
     engine = db.create_database(f"sqlite:///{folder / 'bench.db'}")
+    title = next(line[3:].strip() for line in SEED.read_text("utf-8").splitlines() if line.startswith("## "))
     with db.session_scope(engine) as session:
-        editorial.create_edition(session, "2024-01")
+        editorial.create_edition(session, "2024-01", title)
         intake.import_document(session, SEED, "2024-01")
-        editorial.approve_all(session, "2024-01")
+        editorial.approve_all(session, "2024-01", by="bench")
     with db.session_scope(engine) as session:
         return assemble_edition(session, "2024-01")
 

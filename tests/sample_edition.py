@@ -27,12 +27,20 @@ def import_sample(engine: Engine, seed: Path, slug: str = SLUG) -> EditionContex
     from wip_mailer.assemble import assemble_edition  # type: ignore[attr-defined]
 
     with db.session_scope(engine) as session:
-        editorial.create_edition(session, slug)
+        editorial.create_edition(session, slug, period_label(seed))
         intake.import_document(session, seed, slug)
-        editorial.approve_all(session, slug)
+        editorial.approve_all(session, slug, by="render-tests")
     with db.session_scope(engine) as session:
         context: EditionContext = assemble_edition(session, slug)
     return context
+
+
+def period_label(seed: Path) -> str:
+    """The edition's period as the document states it (its first second-level heading)."""
+    for line in seed.read_text(encoding="utf-8").splitlines():
+        if line.startswith("## "):
+            return line[3:].strip()
+    raise AssertionError(f"{seed} has no period heading")
 
 
 @dataclass(frozen=True)

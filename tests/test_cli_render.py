@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import select
 
-from tests.sample_edition import SLUG, import_sample
+from tests.sample_edition import SLUG, editorial, import_sample, intake, period_label
 from wip_mailer import db
 from wip_mailer.browser import find_chromium
 from wip_mailer.models import Edition, EditionStatus
@@ -48,8 +48,17 @@ def test_check_passes_with_warnings_and_strict_fails(cli, sample: Path) -> None:
     assert 0 < as_json["html_kib"] <= 70 and as_json["warnings"]
 
 
+def test_check_blocks_an_edition_without_approved_items(cli, engine: Engine, seed_path: Path) -> None:
+    with db.session_scope(engine) as session:
+        editorial.create_edition(session, "2024-09", period_label(seed_path))
+        intake.import_document(session, seed_path, "2024-09")
+    result = cli("check", "2024-09")
+    assert result.exit_code == 1
+    assert "BLOCKING: Edition '2024-09' has no approved items" in result.output
+    assert result.output.rstrip().endswith("Not ready: 1 blocking problem(s).")
+
+
 def test_check_unknown_edition_is_one_line(cli, engine: Engine) -> None:
-    pytest.importorskip("wip_mailer.editorial", reason="awaits the editorial stage")
     result = cli("check", "no-such-edition")
     assert result.exit_code != 0
     assert result.stderr.startswith("Error: ") and "no-such-edition" in result.stderr
@@ -115,3 +124,12 @@ def test_archive_lists_sent_editions_newest_first(
 
     preview = cli("archive", "build", "all", "--include-unsent")
     assert preview.exit_code == 0 and "Wrote 3 edition page(s)" in preview.output
+
+
+def test_empty_archive_says_so(cli, engine: Engine, workdir: Path) -> None:
+    result = cli("archive", "build", "site")
+    assert result.exit_code == 0
+    assert result.output == "Wrote 0 edition page(s), index.html and feed.xml in site.\n"
+    assert "Nessun numero è stato ancora inviato." in (workdir / "site" / "index.html").read_text("utf-8")
+    feed = ET.parse(workdir / "site" / "feed.xml").getroot()
+    assert feed.findall(f"{ATOM}entry") == [] and feed.findtext(f"{ATOM}updated")

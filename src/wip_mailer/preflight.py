@@ -15,7 +15,7 @@ from markdown_it import MarkdownIt
 from sqlmodel import Session
 
 from wip_mailer.assemble import EditionContext, ItemContext
-from wip_mailer.errors import TemplateRenderError
+from wip_mailer.errors import StateError, TemplateRenderError
 from wip_mailer.plaintext import is_placeholder_url
 from wip_mailer.render import UNSUBSCRIBE_URL_PLACEHOLDER, RenderedEdition, render_edition
 from wip_mailer.settings import Settings
@@ -57,10 +57,18 @@ class PreflightReport:
 
 
 def run_preflight(session: Session, settings: Settings, slug: str) -> PreflightReport:
-    """Assemble and render the edition ``slug``, then check it (see ``check_context``)."""
+    """Assemble and render the edition ``slug``, then check it (see ``check_context``).
+
+    An edition the assembler refuses (no approved items) is a blocking problem in the
+    report; an unknown slug raises NotFoundError.
+    """
     from wip_mailer.assemble import assemble_edition  # type: ignore[attr-defined]
 
-    return check_context(assemble_edition(session, slug), settings)
+    try:
+        context = assemble_edition(session, slug)
+    except StateError as exc:
+        return PreflightReport(slug=slug, blocking=[str(exc)])
+    return check_context(context, settings)
 
 
 def check_context(context: EditionContext, settings: Settings) -> PreflightReport:

@@ -60,7 +60,8 @@ def write_preview(
         result.written.append(target)
     if screenshot_out is not None:
         try:
-            result.written.append(browser.screenshot(result.rendered.html, screenshot_out, width))
+            browser.screenshot(result.rendered.html, screenshot_out, width)
+            result.written.append(screenshot_out)
         except browser.BrowserUnavailable as exc:
             result.screenshot_error = f"No screenshot: {exc}"
     return result
