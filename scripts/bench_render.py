@@ -42,8 +42,8 @@ SEED = ROOT.parent / "shared" / "seed" / "work-in-progress-2024-01-gennaio-febbr
 
 
 def sample_context(folder: Path) -> EditionContext:
-    from wip_mailer import db, editorial, intake  # type: ignore[attr-defined]
-    from wip_mailer.assemble import assemble_edition  # type: ignore[attr-defined]
+    from wip_mailer import db, editorial, intake
+    from wip_mailer.assemble import assemble_edition
 
     engine = db.create_database(f"sqlite:///{folder / 'bench.db'}")
     title = next(line[3:].strip() for line in SEED.read_text("utf-8").splitlines() if line.startswith("## "))

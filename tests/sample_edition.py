@@ -9,23 +9,16 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 from sqlalchemy import Engine
 
-from wip_mailer import db
-from wip_mailer.assemble import EditionContext
-
-AWAITS = "awaits the editorial stage (branch `editorial` merged into main)"
-editorial = pytest.importorskip("wip_mailer.editorial", reason=AWAITS)
-intake = pytest.importorskip("wip_mailer.intake", reason=AWAITS)
+from wip_mailer import db, editorial, intake
+from wip_mailer.assemble import EditionContext, assemble_edition
 
 SLUG = "2024-01"
 
 
 def import_sample(engine: Engine, seed: Path, slug: str = SLUG) -> EditionContext:
     """create → import → approve all → assemble, as an editor would."""
-    from wip_mailer.assemble import assemble_edition  # type: ignore[attr-defined]
-
     with db.session_scope(engine) as session:
         editorial.create_edition(session, slug, period_label(seed))
         intake.import_document(session, seed, slug)

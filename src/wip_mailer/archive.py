@@ -19,7 +19,7 @@ from markupsafe import escape
 from sqlalchemy import nulls_last
 from sqlmodel import Session, col, select
 
-from wip_mailer.assemble import EditionContext
+from wip_mailer.assemble import EditionContext, assemble_edition
 from wip_mailer.db import utcnow
 from wip_mailer.errors import InvalidInputError
 from wip_mailer.models import Edition, EditionStatus
@@ -49,8 +49,6 @@ def build_archive(
     session: Session, settings: Settings, out_dir: Path, *, include_unsent: bool = False
 ) -> list[Path]:
     """Write the archive of sent editions (newest first) into ``out_dir``; returns the files."""
-    from wip_mailer.assemble import assemble_edition  # type: ignore[attr-defined]
-
     query = select(Edition)
     if not include_unsent:
         query = query.where(col(Edition.status) == EditionStatus.SENT)

@@ -14,7 +14,7 @@ from typing import Any
 from markdown_it import MarkdownIt
 from sqlmodel import Session
 
-from wip_mailer.assemble import EditionContext, ItemContext
+from wip_mailer.assemble import EditionContext, ItemContext, assemble_edition
 from wip_mailer.errors import StateError, TemplateRenderError
 from wip_mailer.plaintext import is_placeholder_url
 from wip_mailer.render import UNSUBSCRIBE_URL_PLACEHOLDER, RenderedEdition, render_edition
@@ -62,8 +62,6 @@ def run_preflight(session: Session, settings: Settings, slug: str) -> PreflightR
     An edition the assembler refuses (no approved items) is a blocking problem in the
     report; an unknown slug raises NotFoundError.
     """
-    from wip_mailer.assemble import assemble_edition  # type: ignore[attr-defined]
-
     try:
         context = assemble_edition(session, slug)
     except StateError as exc:

@@ -8,6 +8,7 @@ from pathlib import Path
 from sqlmodel import Session
 
 from wip_mailer import browser
+from wip_mailer.assemble import assemble_edition
 from wip_mailer.errors import InvalidInputError
 from wip_mailer.render import RenderedEdition, render_edition, with_personal_links
 from wip_mailer.settings import Settings
@@ -30,8 +31,6 @@ def dummy_links(settings: Settings) -> tuple[str, str]:
 
 def preview_edition(session: Session, settings: Settings, slug: str) -> RenderedEdition:
     """The edition as sent, with dummy personal links."""
-    from wip_mailer.assemble import assemble_edition  # type: ignore[attr-defined]
-
     rendered = render_edition(assemble_edition(session, slug), settings, personal=True)
     return with_personal_links(rendered, *dummy_links(settings))
 

@@ -17,13 +17,13 @@ from typing import Any
 import cssutils
 import jinja2
 import nh3
-from markdown_it import MarkdownIt
 from markupsafe import Markup, escape
 from mjml import mjml2html
 from premailer import Premailer
 
 from wip_mailer.assemble import EditionContext
 from wip_mailer.errors import TemplateRenderError
+from wip_mailer.intake import markdown_to_html
 from wip_mailer.plaintext import WIDTH, is_placeholder_url, markdown_to_text, wrap
 from wip_mailer.settings import Settings
 from wip_mailer.templating import environment, load_labels, render_template
@@ -62,7 +62,6 @@ _ATTRIBUTES = {"a": {"href", "title"}, "img": {"src", "alt", "width", "height"},
 _URL_SCHEMES = {"http", "https", "mailto", "tel"}
 _ANCHOR = re.compile(r"<a(\s[^>]*)?>(.*?)</a>", re.S)
 _HREF = re.compile(r'\bhref="([^"]*)"')
-_MD = MarkdownIt("commonmark")
 
 
 def _unwrap_dead_link(match: re.Match[str]) -> str:
@@ -82,7 +81,8 @@ def clean_html(html: str) -> Markup:
 
 
 def _markdown_html(md: str) -> Markup:
-    return clean_html(_MD.render(md)) if md.strip() else Markup("")
+    """For contexts built without HTML (the assembler always provides it)."""
+    return clean_html(markdown_to_html(md)) if md.strip() else Markup("")
 
 
 # --- CSS inlining without network access ----------------------------------------------------

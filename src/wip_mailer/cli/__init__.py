@@ -6,6 +6,7 @@ import click
 
 from wip_mailer import __version__
 from wip_mailer.cli import admin, render
+from wip_mailer.cli import editorial as editorial_cli
 from wip_mailer.cli.common import App, WipGroup
 
 
@@ -27,6 +28,9 @@ def main(ctx: click.Context, debug: bool) -> None:
 main.add_command(admin.init)
 main.add_command(admin.db_group)
 main.add_command(admin.dev_smtp)
+main.add_command(editorial_cli.editions_group)
+main.add_command(editorial_cli.items_group)
+main.add_command(editorial_cli.import_command)
 main.add_command(render.preview)
 main.add_command(render.check)
 main.add_command(render.archive_group)
