@@ -18,13 +18,27 @@ from sqlalchemy import Engine
 from tests.conftest import TEST_SECRET
 from wip_mailer import schedule as core
 from wip_mailer.db import session_scope, utcnow
-from wip_mailer.models import Edition, MailingList, ScheduledJob
+from wip_mailer.models import Edition, Item, MailingList, ScheduledJob, Section
 from wip_mailer.settings import Settings
 
 
 def make_edition(engine: Engine, slug: str = "2024-03", status: str = "ready") -> None:
     with session_scope(engine) as session:
         session.add(Edition(slug=slug, title="Marzo-Aprile 2024", status=status))
+
+
+def approve_an_item(engine, slug="2024-03", title="Delegazione da Lione") -> None:
+    """What an editor does after scheduling: add and approve an item."""
+    from sqlmodel import select
+
+    with session_scope(engine) as session:
+        edition = session.exec(select(Edition).where(Edition.slug == slug)).one()
+        section = Section(edition_id=edition.id, name="Notizie", position=1)
+        session.add(section)
+        session.flush()
+        session.add(Item(edition_id=edition.id, section_id=section.id, title=title,
+                         date_label="5 marzo", body_md="Una delegazione in visita a Torino.",
+                         status="approved", position=1))
 
 
 def make_list(engine: Engine, name: str = "newsletter") -> None:

@@ -413,3 +413,26 @@ def test_cli_recurring_reminder_shows_its_next_time(engine, cli) -> None:
     listed = json.loads(cli("schedule", "list", "--json").output)
     assert listed[0]["notify"] == ["Editor@example.org"]
     assert listed[0]["next_run_at"] == f"{next_year}-01-01T08:00:00+00:00"
+
+
+def test_a_scheduled_check_runs_the_real_preflight(engine, settings) -> None:
+    from tests.schedule_helpers import approve_an_item
+
+    make_edition(engine)
+    blocked = core.add_schedule(engine, settings, core.ScheduleRequest(
+        "2024-03", kind="check", at=in_seconds(3600)))
+    service = core.SchedulerService(engine, settings)
+    service.run_job(blocked.id)
+    failed = row(engine, blocked.id)
+    assert failed.status == "failed"
+    assert failed.message == (
+        "failed: The check of 2024-03 found 1 blocking problem(s): Edition '2024-03' has no "
+        "approved items; nothing to send.")
+    approve_an_item(engine)  # the editor fixes the edition; the next check passes
+    passing = core.add_schedule(engine, settings, core.ScheduleRequest(
+        "2024-03", kind="check", at=in_seconds(3600)))
+    service.run_job(passing.id)
+    done = row(engine, passing.id)
+    assert done.status == "done"
+    assert done.message.startswith("done: check passed with ")
+    assert edition_status(engine) == "ready"  # a check never changes the edition

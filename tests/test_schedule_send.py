@@ -16,6 +16,7 @@ from sqlmodel import select
 
 from tests.schedule_helpers import (
     SchedulerProcess,
+    approve_an_item,
     edition_status,
     in_seconds,
     make_edition,
@@ -26,14 +27,7 @@ from tests.schedule_helpers import (
 )
 from wip_mailer import schedule as core
 from wip_mailer.db import session_scope
-from wip_mailer.models import (
-    Edition,
-    Item,
-    MailingList,
-    Membership,
-    Section,
-    Subscriber,
-)
+from wip_mailer.models import MailingList, Membership, Subscriber
 
 SUBSCRIBERS = [f"reader{n}@example.org" for n in range(5)]
 
@@ -46,18 +40,6 @@ def add_subscribers(engine, addresses=SUBSCRIBERS, list_name="newsletter") -> No
             session.add(subscriber)
             session.flush()
             session.add(Membership(subscriber_id=subscriber.id, list_id=mailing_list.id))
-
-
-def approve_an_item(engine, slug="2024-03", title="Delegazione da Lione") -> None:
-    """What an editor does after scheduling: add and approve an item."""
-    with session_scope(engine) as session:
-        edition = session.exec(select(Edition).where(Edition.slug == slug)).one()
-        section = Section(edition_id=edition.id, name="Notizie", position=1)
-        session.add(section)
-        session.flush()
-        session.add(Item(edition_id=edition.id, section_id=section.id, title=title,
-                         date_label="5 marzo", body_md="Una delegazione in visita a Torino.",
-                         status="approved", position=1))
 
 
 @pytest.fixture
