@@ -363,7 +363,16 @@ def _claim_edition_for_send(session: Session, edition: Edition) -> str:
             "can be scheduled."
         )
     before = edition.status
-    _set_edition_status(session, edition, EditionStatus.SCHEDULED)
+    # Compare-and-set, so that two `schedule` commands racing for one edition cannot both win.
+    won = session.execute(
+        sa.update(Edition)
+        .where(col(Edition.id) == edition.id, col(Edition.status) == before)
+        .values(status=EditionStatus.SCHEDULED, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if getattr(won, "rowcount", 0) != 1:
+        raise StateError(f"The edition {edition.slug} changed while it was being scheduled; try again.")
+    _set_edition_status(session, edition, EditionStatus.SCHEDULED)  # the loaded copy still says `before`
     return before
 
 
