@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from wip_mailer import __version__
-from wip_mailer.cli import admin
+from wip_mailer.cli import admin, audience, web
 from wip_mailer.cli.common import App, WipGroup
 
 
@@ -27,3 +27,6 @@ def main(ctx: click.Context, debug: bool) -> None:
 main.add_command(admin.init)
 main.add_command(admin.db_group)
 main.add_command(admin.dev_smtp)
+main.add_command(audience.lists_group)
+main.add_command(audience.subscribers_group)
+main.add_command(web.serve)

@@ -1,0 +1,62 @@
+"""Normalising what people type: addresses, language and country codes, tags."""
+
+from __future__ import annotations
+
+from functools import cache
+
+from babel import Locale
+from email_validator import EmailNotValidError, validate_email
+
+from wip_mailer.errors import InvalidInputError
+
+
+class InvalidAddressError(InvalidInputError):
+    """An email address that cannot be used."""
+
+
+def normalise_email(raw: str) -> str:
+    """The canonical form of an address: validated (no DNS look-up) and lower-cased.
+
+    Lower-casing the local part too makes "one subscriber per address" case-insensitive;
+    no mailbox provider our subscribers use distinguishes case there.
+    """
+    text = raw.strip()
+    if not text:
+        raise InvalidAddressError("The email address is empty.")
+    try:
+        checked = validate_email(text, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise InvalidAddressError(f"{text!r} is not a valid email address: {exc}") from None
+    return checked.normalized.lower()
+
+
+@cache
+def known_languages() -> frozenset[str]:
+    """ISO 639-1 two-letter language codes (from the CLDR data babel ships)."""
+    return frozenset(k for k in map(str, Locale("en").languages) if len(k) == 2 and k.isalpha())
+
+
+@cache
+def known_countries() -> frozenset[str]:
+    """ISO 3166-1 alpha-2 country codes (CLDR territories), upper-case."""
+    return frozenset(k for k in map(str, Locale("en").territories) if len(k) == 2 and k.isalpha())
+
+
+def normalise_language(raw: str) -> str:
+    code = raw.strip().lower()
+    if code not in known_languages():
+        raise InvalidInputError(f"{raw.strip()!r} is not a two-letter language code such as it or en.")
+    return code
+
+
+def normalise_country(raw: str) -> str:
+    code = raw.strip().upper()
+    if code not in known_countries():
+        raise InvalidInputError(f"{raw.strip()!r} is not a two-letter country code such as IT or FR.")
+    return code
+
+
+def normalise_tags(raw: str | list[str]) -> list[str]:
+    """Tags are lower-case words without commas; "press, Partner" -> ["partner", "press"]."""
+    items = raw.split(",") if isinstance(raw, str) else raw
+    return sorted({t.strip().lower() for t in items if t.strip()})
