@@ -111,15 +111,16 @@ def test_segments_on_postgresql(pg_engine) -> None:
 def test_one_copy_per_address_and_exclusions(engine) -> None:
     _populate(engine)
     with db.session_scope(engine) as session:
-        partner_id = session.execute(sa.select(MailingList.id).where(MailingList.name == "partner")).scalar_one()
-        stampa_id = session.execute(sa.select(MailingList.id).where(MailingList.name == "stampa")).scalar_one()
+        ids = dict(session.execute(sa.select(MailingList.name, MailingList.id)).all())
+        partner_id, stampa_id = ids["partner"], ids["stampa"]
         recipients = list(select_recipients(session, ["stampa", "partner"]))
     assert len(recipients) == len({r.email for r in recipients}) == 5
     both = next(r for r in recipients if r.email == "en-press@example.net")
     assert both.list_id in (partner_id, stampa_id)
 
     with db.session_scope(engine) as session:
-        fr = session.execute(sa.select(Subscriber.id).where(Subscriber.email == "fr@example.net")).scalar_one()
+        fr = session.execute(sa.select(Subscriber.id).where(Subscriber.email == "fr@example.net")
+                             ).scalar_one()
         assert unsubscribe(session, fr, partner_id, source="test") is True
         assert unsubscribe(session, fr, partner_id, source="test") is False  # harmless repeat
         suppress(session, "de@example.org", "manual")  # suppressed but status left active

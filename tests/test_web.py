@@ -19,12 +19,12 @@ from sqlmodel import select
 
 from tests.smtp_server import SmtpTestServer, free_port
 from wip_mailer import db
-from wip_mailer.audience import preferences_url, select_recipients, unsubscribe_url
+from wip_mailer.audience import preferences_url, select_recipients, selfservice, unsubscribe_url
 from wip_mailer.audience.consent import Actor, join_list
 from wip_mailer.audience.lists import create_list
 from wip_mailer.models import ConsentEvent, MailingList, Membership, Subscriber
 from wip_mailer.settings import Settings, load_settings
-from wip_mailer.tokens import Purpose, make_token
+from wip_mailer.tokens import InvalidTokenError, Purpose, make_token
 from wip_mailer.web import create_app
 
 
@@ -104,7 +104,7 @@ def test_get_shows_a_page_and_changes_nothing(site, settings, engine, member) ->
 
 
 def test_one_click_post_unsubscribes_at_once(site, settings, engine, member, cli) -> None:
-    subscriber_id, stampa_id, partner_id = member
+    subscriber_id, stampa_id, _ = member
     path = _path(unsubscribe_url(settings, subscriber_id, stampa_id), site.base)
     response = site.client.post(path, data={"List-Unsubscribe": "One-Click"})  # urlencoded, no cookie
     assert response.status_code == 200
@@ -147,16 +147,37 @@ def test_multipart_post_and_the_page_form(site, settings, engine, member) -> Non
         assert session.get(Subscriber, subscriber_id).status == "unsubscribed"  # type: ignore[union-attr]
 
 
+def _changed(text: str, index: int) -> str:
+    """``text`` with the character at ``index`` replaced by its base64 neighbour."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    swapped = alphabet[(alphabet.index(text[index]) ^ 1)]
+    return text[:index] + swapped + text[index + 1:]
+
+
+def test_every_single_character_change_is_refused(settings, engine, member) -> None:
+    subscriber_id, stampa_id, _ = member
+    token = unsubscribe_url(settings, subscriber_id, stampa_id).rsplit("/", 1)[1]
+    with db.session_scope(engine) as session:
+        assert selfservice.unsubscribe_view(session, settings, token).subscribed
+        for index, char in enumerate(token):
+            for other in ("A", "B", "." if char != "." else "x"):
+                if other == char:
+                    continue
+                bad = token[:index] + other + token[index + 1:]
+                with pytest.raises(InvalidTokenError):
+                    selfservice.unsubscribe_view(session, settings, bad)
+
+
 def test_tampered_wrong_purpose_and_unknown_tokens_change_nothing(site, settings, engine, member) -> None:
     subscriber_id, stampa_id, _ = member
     path = _path(unsubscribe_url(settings, subscriber_id, stampa_id), site.base)
-    index = len("/u/") + 5  # a character inside the payload
-    replacement = "A" if path[index] != "A" else "B"
-    tampered = path[:index] + replacement + path[index + 1:]
-    signature_changed = path[:-1] + ("A" if path[-1] != "A" else "B")
-    wrong_purpose = "/u/" + _path(preferences_url(settings, subscriber_id, stampa_id), site.base).split("/")[-1]
+    signature_start = path.rindex(".") + 1
+    tampered = _changed(path, len("/u/") + 1)  # in the payload (the ids)
+    signature_changed = _changed(path, signature_start + 2)
+    last_changed = _changed(path, len(path) - 1)  # only base64 padding bits may differ
+    wrong_purpose = "/u/" + preferences_url(settings, subscriber_id, stampa_id).rsplit("/", 1)[1]
     events_before = len(_events(engine))
-    for bad in (tampered, signature_changed, wrong_purpose):
+    for bad in (tampered, signature_changed, last_changed, wrong_purpose):
         for method in ("GET", "POST"):
             response = site.client.request(method, bad, data={"List-Unsubscribe": "One-Click"}
                                            if method == "POST" else None)
