@@ -226,6 +226,9 @@ def erase_subscriber(session: Session, email: str, *, source: str = "cli") -> Er
     nothing on is suppressed all the same, so a later import cannot add it.
     """
     address = _lookup_form(email)
+    if session.get_bind().dialect.name == "sqlite":
+        # Zero the freed pages, so the deleted rows cannot be read back from the file.
+        session.execute(sa.text("PRAGMA secure_delete = ON"))
     subscriber = session.exec(select(Subscriber).where(Subscriber.email == address)).first()
     blanked = 0
     if subscriber is not None:
