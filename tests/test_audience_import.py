@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlmodel import select
 
 from tests.conftest import REPO
+from tests.postgres import pg_engine  # noqa: F401  (fixture)
 from wip_mailer import db
 from wip_mailer.audience import csv_import, lists, select_recipients, subscribers
 from wip_mailer.errors import InvalidInputError
@@ -226,3 +227,21 @@ def test_example_file_in_the_repository_imports_cleanly(engine, settings, stampa
     with db.session_scope(engine) as session:
         info = subscribers.show_subscriber(session, "consolato@example.org")
     assert (info["language"], info["country"], info["attributes"]) == ("fr", "FR", {"sector": "diplomacy"})
+
+
+@pytest.mark.postgres
+def test_import_and_reimport_on_postgresql(pg_engine, settings, tmp_path) -> None:  # noqa: F811
+    with db.session_scope(pg_engine) as session:
+        lists.create_list(session, "stampa")
+    source = _write(tmp_path / "contatti.csv", MESSY)
+    report = csv_import.import_csv(pg_engine, settings, source, "stampa")
+    assert (report.added, len(report.rejected)) == (4, 5)
+    before = _counts(pg_engine)
+    again = csv_import.import_csv(pg_engine, settings, source, "stampa")
+    assert (again.added, again.unchanged, _counts(pg_engine)) == (0, 4, before)
+    with db.session_scope(pg_engine) as session:
+        anna = subscribers.show_subscriber(session, "anna.rossi@example.org")
+        assert [r.email for r in select_recipients(session, ["stampa"], "tag=partner")] == [
+            "anna.rossi@example.org"]
+    assert anna["tags"] == ["partner", "press"]
+    assert anna["memberships"][0]["subscribed_at"].tzinfo is not None

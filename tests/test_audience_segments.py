@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import Engine
 
+from tests.postgres import pg_engine  # noqa: F401  (fixture)
 from wip_mailer import db
 from wip_mailer.audience import (
     InvalidSegmentError,
@@ -82,29 +80,8 @@ def test_segments_on_sqlite(engine) -> None:
     _check_cases(engine)
 
 
-@pytest.fixture
-def pg_engine() -> Iterator[Engine]:
-    """A throw-away PostgreSQL database (other helpers share the server)."""
-    admin_url = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-    try:
-        admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as connection:
-            name = f"wip_audience_{uuid.uuid4().hex[:10]}"
-            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    except Exception as exc:  # the server is absent on this machine
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not usable: {exc}")
-    engine = db.create_database(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE "{name}"')
-        admin.dispose()
-
-
 @pytest.mark.postgres
-def test_segments_on_postgresql(pg_engine) -> None:
+def test_segments_on_postgresql(pg_engine) -> None:  # noqa: F811
     _check_cases(pg_engine)
 
 
