@@ -380,25 +380,30 @@ def _insert_many(session: Session, table: sa.Table, rows: list[dict[str, Any]]) 
     keys = list(rows[0])
     compiled = sa.insert(table).compile(dialect=dialect, column_keys=keys, for_executemany=True)
     order = list(compiled.positiontup or []) if dialect.positional else keys
-    processors = {key: table.c[key].type.dialect_impl(dialect).bind_processor(dialect) for key in keys}
-    shared: dict[tuple[str, Any], Any] = {}
-
-    def processed(key: str, value: Any) -> Any:
-        processor = processors[key]
-        if processor is None or value is None:
-            return value
-        if isinstance(value, list | dict):
-            return processor(value)
-        memo = (key, value)
-        if memo not in shared:
-            shared[memo] = processor(value)
-        return shared[memo]
-
-    if dialect.positional:
-        params: Any = [tuple(processed(key, row[key]) for key in order) for row in rows]
-    else:
-        params = [{key: processed(key, row[key]) for key in keys} for row in rows]
+    columns = [_processed_column(table.c[key].type.dialect_impl(dialect).bind_processor(dialect),
+                                 [row[key] for row in rows]) for key in order]
+    params: Any = list(zip(*columns, strict=True))
+    if not dialect.positional:
+        params = [dict(zip(order, values, strict=True)) for values in params]
     connection.exec_driver_sql(str(compiled), params)
+
+
+def _processed_column(processor: Callable[[Any], Any] | None, values: list[Any]) -> list[Any]:
+    """One column's values made ready for the driver; a repeated scalar is processed once."""
+    if processor is None:
+        return values
+    done: dict[Any, Any] = {}
+    result: list[Any] = []
+    for value in values:
+        if value is None:
+            result.append(None)
+        elif isinstance(value, list | dict):
+            result.append(processor(value))
+        else:
+            if value not in done:
+                done[value] = processor(value)
+            result.append(done[value])
+    return result
 
 
 def _group_by_keys(updates: list[dict[str, Any]]) -> dict[tuple[str, ...], list[dict[str, Any]]]:
