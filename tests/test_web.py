@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -270,3 +273,31 @@ def test_subscribe_form_feeds_double_opt_in(site, engine, smtp_server, member) -
         assert subscriber.status == "pending"
         event = session.exec(select(ConsentEvent).where(ConsentEvent.subscriber_id == subscriber.id)).one()
     assert (event.kind, event.source, event.ip) == ("request", "subscribe form", "127.0.0.1")
+
+
+def test_serve_command_in_a_subprocess(settings, engine, member) -> None:
+    subscriber_id, stampa_id, _ = member
+    port = int(settings.base_url.rsplit(":", 1)[1])
+    process = subprocess.Popen(
+        [sys.executable, "-m", "wip_mailer", "serve", "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().startswith(f"Serving on http://127.0.0.1:{port}")
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                if httpx.get(f"{settings.base_url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the server did not come up"
+                time.sleep(0.1)
+        response = httpx.post(unsubscribe_url(settings, subscriber_id, stampa_id),
+                              data={"List-Unsubscribe": "One-Click"}, timeout=10)
+        assert (response.status_code, response.headers.get("location")) == (200, None)
+        assert _membership(engine, subscriber_id, stampa_id) == "unsubscribed"
+    finally:
+        process.terminate()
+        process.communicate(timeout=15)
