@@ -245,3 +245,31 @@ def test_import_and_reimport_on_postgresql(pg_engine, settings, tmp_path) -> Non
             "anna.rossi@example.org"]
     assert anna["tags"] == ["partner", "press"]
     assert anna["memberships"][0]["subscribed_at"].tzinfo is not None
+
+
+def test_double_opt_in_import_sends_one_confirmation_each(engine, smtp_server, workdir, monkeypatch,
+                                                          stampa, tmp_path) -> None:
+    monkeypatch.setenv("WIP_MAILER_SMTP_PORT", str(smtp_server.port))
+    from wip_mailer.settings import load_settings
+
+    settings = load_settings()
+    source = _write(tmp_path / "doi.csv",
+                    "email;name;language\nuno@example.org;Uno;it\ntwo@example.net;Two;en\n")
+    report = csv_import.import_csv(engine, settings, source, "stampa", double_opt_in=True)
+    assert (report.added, report.confirmations_sent) == (2, 2)
+    assert sorted(m.rcpt_tos[0] for m in smtp_server.messages) == ["two@example.net", "uno@example.org"]
+    english = next(m.message for m in smtp_server.messages if m.rcpt_tos == ["two@example.net"])
+    assert english["Subject"].startswith("Please confirm your subscription")
+    with db.session_scope(engine) as session:
+        uno = subscribers.show_subscriber(session, "uno@example.org")
+        assert (uno["status"], uno["memberships"][0]["status"]) == ("pending", "pending")
+        assert list(select_recipients(session, ["stampa"])) == []
+    again = csv_import.import_csv(engine, settings, source, "stampa", double_opt_in=True)
+    assert (again.added, again.unchanged, again.confirmations_sent) == (0, 2, 0)
+    assert len(smtp_server.messages) == 2
+    # A later plain import (the admin now holds proof of consent) activates them.
+    activated = csv_import.import_csv(engine, settings, source, "stampa")
+    assert activated.reactivated == 2
+    with db.session_scope(engine) as session:
+        assert sorted(r.email for r in select_recipients(session, ["stampa"])) == [
+            "two@example.net", "uno@example.org"]
