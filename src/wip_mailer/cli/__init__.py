@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from wip_mailer import __version__
-from wip_mailer.cli import admin, render
+from wip_mailer.cli import admin, audience, render, web
 from wip_mailer.cli import editorial as editorial_cli
 from wip_mailer.cli.common import App, WipGroup
 
@@ -34,3 +34,6 @@ main.add_command(editorial_cli.import_command)
 main.add_command(render.preview)
 main.add_command(render.check)
 main.add_command(render.archive_group)
+main.add_command(audience.lists_group)
+main.add_command(audience.subscribers_group)
+main.add_command(web.serve)
