@@ -20,9 +20,9 @@ from starlette.routing import Route
 
 from wip_mailer import db
 from wip_mailer.audience import selfservice
-from wip_mailer.audience.templates import template_environment
 from wip_mailer.errors import InvalidInputError, NotFoundError, StateError, WipMailerError
 from wip_mailer.settings import Settings
+from wip_mailer.templating import environment as template_environment
 from wip_mailer.tokens import InvalidTokenError
 
 T = TypeVar("T")

@@ -14,10 +14,10 @@ from jinja2 import TemplateError
 
 from wip_mailer import transport
 from wip_mailer.audience.links import confirm_url
-from wip_mailer.audience.templates import template_environment
 from wip_mailer.db import utcnow
 from wip_mailer.errors import DeliveryError, TemplateRenderError
 from wip_mailer.settings import Settings
+from wip_mailer.templating import environment as template_environment
 
 
 @dataclass(frozen=True)
