@@ -45,6 +45,10 @@ step "Editorial: create the edition, import the example document, approve its it
 "$WIP" import "$ROOT/examples/edition-$SLUG.md" --edition "$SLUG"
 "$WIP" items approve --all --edition "$SLUG" --by quickstart
 
+step "Audience: lists from subscribers/lists.toml, example subscribers from a CSV"
+"$WIP" lists sync "$ROOT/subscribers/lists.toml"
+"$WIP" subscribers import "$ROOT/subscribers/example-import.csv" --list partner-internazionali
+
 step "Pre-flight check and preview"
 "$WIP" check "$SLUG"
 "$WIP" preview "$SLUG" --out preview.html --text preview.txt
