@@ -279,6 +279,7 @@ def add_schedule(
 ) -> ScheduleView:
     """Record a job and give it a timer in APScheduler's job store; returns what was stored."""
     from wip_mailer.audience import resolve_lists
+    from wip_mailer.audience.segments import parse_segment
 
     tz = settings.tz
     kind = _kind(request.kind)
@@ -294,6 +295,8 @@ def add_schedule(
         parse_cron(request.cron, tz)
     if kind == ScheduleKind.SEND and not request.lists:
         raise InvalidInputError("Say which list(s) to send to with --list NAME.")
+    if request.segment:
+        parse_segment(request.segment)  # a typo is reported now, not at send time
     notify = _notify_addresses(request.notify, settings) if kind == ScheduleKind.REMINDER else ()
 
     with session_scope(engine) as session:

@@ -49,6 +49,7 @@ class Settings:
     archive_url: str = "http://127.0.0.1:8000/archive"
     secret_key: str = ""
     confirm_days: int = 7
+    consent_version: str = "1"
     timezone: str = "Europe/Rome"
     dkim_key_file: str = ""
     dkim_selector: str = ""
@@ -159,6 +160,12 @@ def _secret(key: str, raw: str) -> str:
     return raw
 
 
+def _label(key: str, raw: str) -> str:
+    if len(raw) > 64 or not raw.isprintable():
+        raise _fail(key, "a short label of at most 64 printable characters", raw)
+    return raw
+
+
 def _database_url(key: str, raw: str) -> str:
     if not raw.startswith(("sqlite:", "postgresql")):
         raise _fail(key, "a sqlite:/// or postgresql+psycopg:// URL", raw)
@@ -181,6 +188,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "ARCHIVE_URL": _url,
     "SECRET_KEY": _secret,
     "CONFIRM_DAYS": lambda k, v: _int(k, v, 1, 3650),
+    "CONSENT_VERSION": _label,
     "TIMEZONE": _timezone,
     "SCHEDULER_GRACE_SECONDS": lambda k, v: _int(k, v, 1, 30 * 86400),
     "SCHEDULER_POLL_SECONDS": lambda k, v: _float(k, v, 0.1),
