@@ -7,6 +7,7 @@ Signatures are compared in constant time by itsdangerous.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -63,3 +64,12 @@ def read_token(secret: str, purpose: Purpose, token: str, max_age_seconds: int |
     ):
         raise InvalidTokenError("This link is not valid.")
     return TokenClaims(subscriber_id=payload[0], list_id=payload[1])
+
+
+def token_maker(secret: str, purpose: Purpose) -> Callable[[int, int | None], str]:
+    """``make_token`` for many subscribers at once (bulk sending): the serializer is built once."""
+    if purpose is Purpose.CONFIRM:
+        timed = URLSafeTimedSerializer(secret, salt=_salt(purpose))
+        return lambda subscriber_id, list_id: str(timed.dumps([subscriber_id, list_id]))
+    plain = URLSafeSerializer(secret, salt=_salt(purpose))
+    return lambda subscriber_id, list_id: str(plain.dumps([subscriber_id, list_id]))
