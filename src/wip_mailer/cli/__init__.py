@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from wip_mailer import __version__
-from wip_mailer.cli import admin
+from wip_mailer.cli import admin, dispatch
 from wip_mailer.cli.common import App, WipGroup
 
 
@@ -27,3 +27,5 @@ def main(ctx: click.Context, debug: bool) -> None:
 main.add_command(admin.init)
 main.add_command(admin.db_group)
 main.add_command(admin.dev_smtp)
+main.add_command(dispatch.send)
+main.add_command(dispatch.campaigns)

@@ -88,8 +88,13 @@ Preflight = Callable[[Session, Settings, str], PreflightReportLike]
 
 
 def _run_preflight(session: Session, settings: Settings, slug: str) -> PreflightReportLike:
-    from wip_mailer.preflight import run_preflight  # the render stage's check (issue 4)
-
+    try:
+        from wip_mailer.preflight import run_preflight  # the render stage's check (issue 4)
+    except ImportError:
+        raise StateError(
+            "The pre-flight check (wip_mailer.preflight, from the rendering stage) is not installed, "
+            "so no edition can be sent."
+        ) from None
     return run_preflight(session, settings, slug)
 
 

@@ -106,6 +106,11 @@ class Runner:
         self._outstanding = 0  # items handed to threads whose result has not come back
         self._fatal: DeliveryError | None = None
         self._failures_in_row = 0
+        # Claims run ahead of sending by at most ~half a second at the configured rate, so an
+        # unsubscribe is honoured for every row not yet claimed (checked at claim time).
+        per_second = settings.rate_per_second or (settings.rate_per_hour / 3600.0)
+        self.batch = CLAIM_BATCH if not pacer.limited else max(
+            self.connections, min(CLAIM_BATCH, int(per_second / 2)))
 
     # ---- coordinator --------------------------------------------------------------------
     def run(self) -> RunOutcome:
@@ -136,9 +141,9 @@ class Runner:
             now = time.monotonic()
             if exhausted_at is not None and now - exhausted_at > 1.0:
                 exhausted_at = None  # look again: deferred rows may have come due
-            if exhausted_at is None and self.work.qsize() < CLAIM_BATCH // 2 + self.connections:
+            if exhausted_at is None and self.work.qsize() < self.batch // 2 + self.connections:
                 claims, skipped = ledger.claim_batch(self.engine, self.campaign_id, self.list_ids,
-                                                     self.worker, CLAIM_BATCH)
+                                                     self.worker, self.batch)
                 self.outcome.counts.skipped += skipped
                 for claim in claims:
                     self.work.put(_Item(claim))
