@@ -69,7 +69,8 @@ def test_parts_decode_to_the_plainly_personalised_html_and_text() -> None:
     rendered = rendered_edition()
     template = MessageTemplate(settings, rendered, campaign_id=7, list_names={3: "Newsletter IT"})
     for subscriber_id in (1, 42, 123456789):
-        outgoing = template.build(Addressee("ada@example.net", "Ada Rossi", subscriber_id, 3, 1000 + subscriber_id))
+        addressee = Addressee("ada@example.net", "Ada Rossi", subscriber_id, 3, 1000 + subscriber_id)
+        outgoing = template.build(addressee)
         message = parse(outgoing.message_bytes)
         assert decoded_parts(message) == expected_parts(settings, rendered, subscriber_id, 3)
 
@@ -126,7 +127,8 @@ def test_crlf_only_and_no_line_over_998_bytes() -> None:
 
 
 def test_smtp_data_is_dot_stuffed_and_terminated() -> None:
-    outgoing = MessageTemplate(make_settings(), rendered_edition()).build(Addressee("a@example.net", "", 1, 1))
+    template = MessageTemplate(make_settings(), rendered_edition())
+    outgoing = template.build(Addressee("a@example.net", "", 1, 1))
     assert outgoing.smtp_data.endswith(b"\r\n.\r\n")
     assert b"\r\n.Riga" in outgoing.message_bytes  # the text part has lines starting with a dot
     stuffed = outgoing.smtp_data[:-3]
@@ -157,7 +159,8 @@ def test_an_edition_without_an_unsubscribe_link_is_refused() -> None:
 def test_international_addresses() -> None:
     template = MessageTemplate(make_settings(), rendered_edition())
     expected = "ada@" + "città.example".encode("idna").decode()
-    assert expected.startswith("ada@xn--") and template.build(Addressee("ada@città.example", "", 1, 1)).recipient == expected
+    assert expected.startswith("ada@xn--")
+    assert template.build(Addressee("ada@città.example", "", 1, 1)).recipient == expected
     with pytest.raises(UnsendableAddressError, match="SMTPUTF8"):
         template.build(Addressee("àda@example.net", "", 1, 1))
 
@@ -165,7 +168,7 @@ def test_international_addresses() -> None:
 def test_awkward_texts_survive_the_segment_encoding() -> None:
     """Random texts with QP traps: '=', dots and spaces at line ends, U+0085/U+2028, 75-char edges."""
     rng = random.Random(20240101)
-    alphabet = list("abc xyz=.\t") + ["\n", "\r\n", "à", "€", "\u0085", "\u2028", "😀", "=3D", "  \n"]
+    alphabet = [*"abc xyz=.\t", "\n", "\r\n", "à", "€", "\u0085", "\u2028", "😀", "=3D", "  \n"]
     settings = make_settings(WIP_MAILER_BASE_URL="https://news.example.org/p?a=b&c=d")
     for case in range(150):
         def chunk() -> str:

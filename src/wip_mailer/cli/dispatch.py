@@ -157,7 +157,8 @@ def campaigns_list(app: App, as_json: bool) -> None:
         click.echo("No campaigns yet.")
     for row in rows:
         counts = row["counts"]
-        click.echo(f"{row['id']:>4}  {row['edition']:<16} {row['status']:<9} {row['recipients']:>7} recipients  "
+        click.echo(f"{row['id']:>4}  {row['edition']:<16} {row['status']:<9} "
+                   f"{row['recipients']:>7} recipients  "
                    f"{counts['sent']} sent, {counts['deferred']} deferred, {counts['failed']} failed, "
                    f"{counts['skipped']} skipped, {counts['in_doubt']} in doubt  ({', '.join(row['lists'])})")
 
