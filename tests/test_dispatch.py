@@ -119,7 +119,7 @@ def test_dkim_signed_copies_verify_at_the_receiver(engine, send_settings, smtp_s
         assert dkim.verify(received.data, dnsfunc=dnsfunc), received.rcpt_tos
 
 
-def test_faults_end_with_every_address_sent_once_retried_or_failed(engine, send_settings, smtp_server) -> None:
+def test_faults_leave_every_address_sent_once_retried_or_failed(engine, send_settings, smtp_server) -> None:
     make_edition(engine)
     emails = make_audience(engine, 60)
     gone, full_once, later, data_once = emails[3], emails[10], emails[20], emails[30]
