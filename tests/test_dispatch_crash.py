@@ -35,7 +35,8 @@ def crash_settings(settings: Settings, smtp_server: SmtpTestServer, workdir: Pat
 
 def start_sender(workdir: Path, settings: Settings, *args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "WIP_MAILER_SECRET_KEY": TEST_SECRET,
-           "WIP_MAILER_DATABASE_URL": settings.database_url, "WIP_MAILER_SMTP_PORT": str(settings.smtp_port), "WIP_MAILER_JOURNAL_DIR": settings.journal_dir}
+           "WIP_MAILER_DATABASE_URL": settings.database_url, "WIP_MAILER_SMTP_PORT": str(settings.smtp_port),
+           "WIP_MAILER_JOURNAL_DIR": settings.journal_dir}
     return subprocess.Popen([sys.executable, "-m", "wip_mailer", *args], cwd=workdir, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
