@@ -16,6 +16,7 @@ import dkim
 import pytest
 
 from tests.dispatch_helpers import PREFS, UNSUB, rendered_edition
+from wip_mailer.audience import preferences_url, unsubscribe_url
 from wip_mailer.errors import InvalidInputError
 from wip_mailer.personalise import (
     Addressee,
@@ -23,9 +24,7 @@ from wip_mailer.personalise import (
     MessageTemplate,
     UnsendableAddressError,
     delivery_message_id,
-    preferences_url,
     qp_segment,
-    unsubscribe_url,
     verp_address,
 )
 from wip_mailer.render import RenderedEdition

@@ -128,6 +128,8 @@ class MailingList(SQLModel, table=True):
     description: str = ""
     language: str = Field(default="it", max_length=8)
     double_opt_in: bool = True
+    # Offered on the public subscribe form and on every subscriber's preferences page.
+    public: bool = False
     created_at: datetime = _created()
 
 

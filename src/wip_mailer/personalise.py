@@ -41,7 +41,7 @@ from wip_mailer.render import (
     RenderedEdition,
 )
 from wip_mailer.settings import Settings
-from wip_mailer.tokens import Purpose, make_token, token_maker
+from wip_mailer.tokens import Purpose, token_maker
 
 CRLF = b"\r\n"
 SOFT_BREAK = b"=\r\n"
@@ -88,17 +88,6 @@ class Outgoing:
 
 
 # --- personal links and identifiers --------------------------------------------------------
-
-def unsubscribe_url(settings: Settings, subscriber_id: int, list_id: int | None) -> str:
-    """The one-click unsubscribe link of a subscriber for a list (the web endpoint's /u/)."""
-    token = make_token(settings.require_secret_key(), Purpose.UNSUBSCRIBE, subscriber_id, list_id)
-    return f"{settings.base_url}/u/{token}"
-
-
-def preferences_url(settings: Settings, subscriber_id: int, list_id: int | None) -> str:
-    token = make_token(settings.require_secret_key(), Purpose.PREFERENCES, subscriber_id, list_id)
-    return f"{settings.base_url}/preferences/{token}"
-
 
 def _tag(secret: str, purpose: str, value: str, length: int = 10) -> str:
     digest = hmac.new(secret.encode(), f"{purpose}:{value}".encode(), hashlib.sha256).hexdigest()
@@ -351,7 +340,8 @@ class MessageTemplate:
         return merged
 
     def personal_urls(self, addressee: Addressee) -> tuple[str, str]:
-        # Same links as unsubscribe_url()/preferences_url(), with the serializers built once.
+        # The links of audience.unsubscribe_url()/preferences_url() (tested equal), with the
+        # serializers built once instead of per call: a third of the per-message cost otherwise.
         base = self.settings.base_url
         urls = (f"{base}/u/{self._unsubscribe_token(addressee.subscriber_id, addressee.list_id)}",
                 f"{base}/preferences/{self._preferences_token(addressee.subscriber_id, addressee.list_id)}")

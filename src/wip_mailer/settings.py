@@ -52,6 +52,7 @@ class Settings:
     archive_url: str = "http://127.0.0.1:8000/archive"
     secret_key: str = ""
     confirm_days: int = 7
+    consent_version: str = "1"
     timezone: str = "Europe/Rome"
     dkim_key_file: str = ""
     dkim_selector: str = ""
@@ -160,6 +161,12 @@ def _secret(key: str, raw: str) -> str:
     return raw
 
 
+def _label(key: str, raw: str) -> str:
+    if len(raw) > 64 or not raw.isprintable():
+        raise _fail(key, "a short label of at most 64 printable characters", raw)
+    return raw
+
+
 def _database_url(key: str, raw: str) -> str:
     if not raw.startswith(("sqlite:", "postgresql")):
         raise _fail(key, "a sqlite:/// or postgresql+psycopg:// URL", raw)
@@ -184,6 +191,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "ARCHIVE_URL": _url,
     "SECRET_KEY": _secret,
     "CONFIRM_DAYS": lambda k, v: _int(k, v, 1, 3650),
+    "CONSENT_VERSION": _label,
     "TIMEZONE": _timezone,
 }
 

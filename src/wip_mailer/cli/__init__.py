@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from wip_mailer import __version__
-from wip_mailer.cli import admin, dispatch
+from wip_mailer.cli import admin, audience, dispatch, render, web
+from wip_mailer.cli import editorial as editorial_cli
 from wip_mailer.cli.common import App, WipGroup
 
 
@@ -27,5 +28,14 @@ def main(ctx: click.Context, debug: bool) -> None:
 main.add_command(admin.init)
 main.add_command(admin.db_group)
 main.add_command(admin.dev_smtp)
+main.add_command(editorial_cli.editions_group)
+main.add_command(editorial_cli.items_group)
+main.add_command(editorial_cli.import_command)
+main.add_command(render.preview)
+main.add_command(render.check)
+main.add_command(render.archive_group)
+main.add_command(audience.lists_group)
+main.add_command(audience.subscribers_group)
+main.add_command(web.serve)
 main.add_command(dispatch.send)
 main.add_command(dispatch.campaigns)

@@ -81,7 +81,7 @@ class Progress(Protocol):
 class PreflightReportLike(Protocol):
     blocking: Any
     warnings: Any
-    rendered: RenderedEdition
+    rendered: RenderedEdition | None
 
 
 Preflight = Callable[[Session, Settings, str], PreflightReportLike]
@@ -99,12 +99,14 @@ def _run_preflight(session: Session, settings: Settings, slug: str) -> Preflight
 
 
 def set_edition_status(session: Session, edition: Edition, status: EditionStatus) -> None:
-    """The one place dispatch changes an edition's status (editorial's helper when merged)."""
-    edition.status = status
-    edition.updated_at = utcnow()
-    if status == EditionStatus.SENT:
-        edition.sent_at = utcnow()
-    session.add(edition)
+    """The one place dispatch changes an edition's status, through the editorial stage's rules.
+
+    An edition already sent stays ``sent`` when a later campaign reaches more lists.
+    """
+    from wip_mailer import editorial
+
+    if edition.status != EditionStatus.SENT:
+        editorial.set_edition_status(session, edition, status)
 
 
 def _edition(session: Session, slug: str) -> Edition:
@@ -171,6 +173,8 @@ def send_edition(engine: Engine, settings: Settings, request: SendRequest, *,
         if progress is not None:
             progress.note(f"Warning: {warning}")
     rendered = report.rendered
+    if rendered is None:
+        raise StateError(f"Edition {request.slug!r} could not be rendered by the pre-flight check.")
     list_names = {lst.id: lst.name for lst in lists if lst.id is not None}
 
     if request.test_to:

@@ -2,7 +2,7 @@
 campaign per edition
 
 Revision ID: 0301
-Revises: 0002
+Revises: 0201
 Create Date: 2026-11-25
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 import wip_mailer.db
 
 revision: str = '0301'
-down_revision: str | None = '0002'
+down_revision: str | None = '0201'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,13 +1,10 @@
-"""Subscribers, lists, segments, consent and suppression.
+"""Choosing who receives a send: lists plus an optional segment, once per address.
 
-CONTRACT (used by dispatch): ``select_recipients`` streams one ``Recipient`` per address
-for a set of lists and an optional segment expression; ``email_hash`` is how suppressed
-addresses are kept.
+CONTRACT (used by dispatch): ``select_recipients`` streams one ``Recipient`` per address.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -15,6 +12,8 @@ import sqlalchemy as sa
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
+from wip_mailer.audience.segments import segment_filter
+from wip_mailer.audience.suppression import email_hash
 from wip_mailer.errors import NotFoundError
 from wip_mailer.models import (
     MailingList,
@@ -24,11 +23,6 @@ from wip_mailer.models import (
     SubscriberStatus,
     Suppression,
 )
-
-
-def email_hash(email: str) -> str:
-    """The suppression key of an address (already normalised, compared lower-case)."""
-    return hashlib.sha256(email.strip().lower().encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -53,10 +47,12 @@ def resolve_lists(session: Session, names: Sequence[str]) -> list[MailingList]:
 def select_recipients(
     session: Session, list_names: Sequence[str], segment: str | None = None
 ) -> Iterator[Recipient]:
-    """Active members of any of the lists, once per address, never a suppressed one."""
+    """Active members of any of the lists matching ``segment``, once per address, never a
+    suppressed, unsubscribed, bounced or complained one. Streams from the database."""
     lists = resolve_lists(session, list_names)
-    if segment:
-        raise NotImplementedError("segment filters arrive with the audience issue")
+    bind = session.get_bind()
+    condition = segment_filter(segment, bind.dialect.name) if segment and segment.strip() else None
+    # Hashes only (64 bytes each): a few MB even for a very long suppression list.
     suppressed = set(session.exec(select(Suppression.email_hash)).all())
     list_id = func.min(Membership.list_id).label("list_id")
     query = (
@@ -66,30 +62,12 @@ def select_recipients(
         .where(col(Membership.list_id).in_([lst.id for lst in lists]))
         .where(col(Membership.status) == MembershipStatus.ACTIVE)
         .where(col(Subscriber.status) == SubscriberStatus.ACTIVE)
-        .group_by(col(Subscriber.id))
+        .group_by(col(Subscriber.id), col(Subscriber.email), col(Subscriber.name), col(Subscriber.language))
         .order_by(col(Subscriber.id))
         .execution_options(yield_per=2000)
     )
+    if condition is not None:
+        query = query.where(condition)
     for row in session.execute(query):
         if email_hash(row.email) not in suppressed:
             yield Recipient(row.id, row.email, row.name, row.language, row.list_id)
-
-
-def suppress(session: Session, email: str, reason: str, detail: str = "") -> None:
-    """Never mail ``email`` again (hard bounce, complaint, erasure, manual); idempotent.
-
-    The subscriber, if any, takes the matching status so it leaves every selection.
-    """
-    key = email_hash(email)
-    if session.exec(select(Suppression).where(Suppression.email_hash == key)).first() is None:
-        session.add(Suppression(email_hash=key, reason=reason, detail=detail))
-    status = {"bounced": SubscriberStatus.BOUNCED, "complained": SubscriberStatus.COMPLAINED}.get(reason)
-    subscriber = session.exec(select(Subscriber).where(Subscriber.email == email.strip().lower())).first()
-    if subscriber is not None and status is not None:
-        subscriber.status = status
-        session.add(subscriber)
-
-
-def is_suppressed(session: Session, email: str) -> bool:
-    key = email_hash(email)
-    return session.exec(select(Suppression.id).where(Suppression.email_hash == key)).first() is not None

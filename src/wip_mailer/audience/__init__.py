@@ -1,0 +1,30 @@
+"""Subscribers, lists, segments, consent and suppression.
+
+CONTRACT (used by dispatch and the web endpoint): ``select_recipients`` streams one
+``Recipient`` per address for a set of lists and an optional segment expression;
+``email_hash`` is how suppressed addresses are kept; ``unsubscribe`` records a
+withdrawal; ``unsubscribe_url`` / ``preferences_url`` build personal links without
+touching the database.
+"""
+
+from wip_mailer.audience.consent import unsubscribe
+from wip_mailer.audience.links import confirm_url, preferences_url, unsubscribe_url
+from wip_mailer.audience.segments import InvalidSegmentError, parse_segment, segment_filter
+from wip_mailer.audience.selection import Recipient, resolve_lists, select_recipients
+from wip_mailer.audience.suppression import email_hash, is_suppressed, suppress
+
+__all__ = [
+    "InvalidSegmentError",
+    "Recipient",
+    "confirm_url",
+    "email_hash",
+    "is_suppressed",
+    "parse_segment",
+    "preferences_url",
+    "resolve_lists",
+    "segment_filter",
+    "select_recipients",
+    "suppress",
+    "unsubscribe",
+    "unsubscribe_url",
+]

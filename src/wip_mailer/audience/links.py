@@ -1,0 +1,23 @@
+"""The personal links in emails and pages. Pure functions of the settings: no database."""
+
+from __future__ import annotations
+
+from wip_mailer.settings import Settings
+from wip_mailer.tokens import Purpose, make_token
+
+
+def unsubscribe_url(settings: Settings, subscriber_id: int, list_id: int | None) -> str:
+    """The one-click unsubscribe link (RFC 8058 target and visible footer link); never expires."""
+    token = make_token(settings.require_secret_key(), Purpose.UNSUBSCRIBE, subscriber_id, list_id)
+    return f"{settings.base_url}/u/{token}"
+
+
+def preferences_url(settings: Settings, subscriber_id: int, list_id: int | None = None) -> str:
+    token = make_token(settings.require_secret_key(), Purpose.PREFERENCES, subscriber_id, list_id)
+    return f"{settings.base_url}/preferences/{token}"
+
+
+def confirm_url(settings: Settings, subscriber_id: int, list_id: int) -> str:
+    """The double opt-in link; expires after WIP_MAILER_CONFIRM_DAYS."""
+    token = make_token(settings.require_secret_key(), Purpose.CONFIRM, subscriber_id, list_id)
+    return f"{settings.base_url}/confirm/{token}"

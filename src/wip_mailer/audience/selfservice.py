@@ -1,0 +1,190 @@
+"""What subscribers do themselves through signed links: leave, confirm, choose lists, join.
+
+Each function checks the token first (tampered, unknown or wrong-purpose tokens raise
+``InvalidTokenError`` and change nothing) and returns a small view for the web page.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlmodel import Session, col, or_, select
+
+from wip_mailer.audience.addresses import normalise_email
+from wip_mailer.audience.confirmation import ConfirmationRequest, send_confirmations
+from wip_mailer.audience.consent import Actor, JoinOutcome, confirm_membership, join_list, unsubscribe
+from wip_mailer.audience.links import preferences_url
+from wip_mailer.audience.lists import get_list
+from wip_mailer.audience.suppression import is_suppressed
+from wip_mailer.db import session_scope, utcnow
+from wip_mailer.errors import NotFoundError
+from wip_mailer.models import MailingList, Membership, MembershipStatus, Subscriber, SubscriberStatus
+from wip_mailer.settings import Settings
+from wip_mailer.tokens import Purpose, TokenClaims, read_token
+
+
+@dataclass(frozen=True)
+class Visitor:
+    """Where a web request came from, for the consent record."""
+
+    ip: str | None = None
+    user_agent: str | None = None
+
+
+@dataclass(frozen=True)
+class UnsubscribeView:
+    email: str
+    list_name: str | None  # None: every list
+    subscribed: bool  # still on that list (or on any list)
+    preferences_url: str
+    changed: bool = False
+
+
+@dataclass(frozen=True)
+class ListChoice:
+    list_id: int
+    name: str
+    description: str
+    status: str | None  # membership status, None when not a member
+
+
+@dataclass(frozen=True)
+class PreferencesView:
+    email: str
+    choices: list[ListChoice]
+    saved: bool = False
+
+
+def _claims(settings: Settings, purpose: Purpose, token: str) -> TokenClaims:
+    max_age = settings.confirm_days * 86400 if purpose is Purpose.CONFIRM else None
+    return read_token(settings.require_secret_key(), purpose, token, max_age_seconds=max_age)
+
+
+def _subscriber(session: Session, claims: TokenClaims) -> Subscriber:
+    subscriber = session.get(Subscriber, claims.subscriber_id)
+    if subscriber is None:
+        raise NotFoundError("This address is no longer in our lists; nothing more will be sent to it.")
+    return subscriber
+
+
+def _on_list(session: Session, subscriber_id: int, list_id: int | None) -> bool:
+    query = select(Membership.id).where(Membership.subscriber_id == subscriber_id,
+                                        col(Membership.status) != MembershipStatus.UNSUBSCRIBED)
+    if list_id is not None:
+        query = query.where(Membership.list_id == list_id)
+    return session.exec(query).first() is not None
+
+
+def _list_name(session: Session, list_id: int | None) -> str | None:
+    if list_id is None:
+        return None
+    mailing_list = session.get(MailingList, list_id)
+    return mailing_list.name if mailing_list else None
+
+
+def unsubscribe_view(session: Session, settings: Settings, token: str) -> UnsubscribeView:
+    """What the unsubscribe page shows; changes nothing (mail scanners follow links)."""
+    claims = _claims(settings, Purpose.UNSUBSCRIBE, token)
+    subscriber = _subscriber(session, claims)
+    return UnsubscribeView(subscriber.email, _list_name(session, claims.list_id),
+                           _on_list(session, claims.subscriber_id, claims.list_id),
+                           preferences_url(settings, claims.subscriber_id, claims.list_id))
+
+
+def unsubscribe_by_token(session: Session, settings: Settings, token: str, *, source: str,
+                         visitor: Visitor) -> UnsubscribeView:
+    """Leave the list the message was sent for, at once; repeating it is harmless."""
+    claims = _claims(settings, Purpose.UNSUBSCRIBE, token)
+    subscriber = _subscriber(session, claims)
+    changed = unsubscribe(session, claims.subscriber_id, claims.list_id, source=source,
+                          ip=visitor.ip, user_agent=visitor.user_agent)
+    return UnsubscribeView(subscriber.email, _list_name(session, claims.list_id), False,
+                           preferences_url(settings, claims.subscriber_id, claims.list_id), changed)
+
+
+def confirm_by_token(session: Session, settings: Settings, token: str, visitor: Visitor) -> str:
+    """Activate the pending membership the confirmation link names; returns the list name."""
+    claims = _claims(settings, Purpose.CONFIRM, token)
+    if claims.list_id is None:
+        raise NotFoundError("This confirmation link names no list.")
+    actor = Actor("confirmation link", visitor.ip, visitor.user_agent, settings.consent_version)
+    confirm_membership(session, claims.subscriber_id, claims.list_id, actor)
+    return _list_name(session, claims.list_id) or ""
+
+
+def _choices(session: Session, subscriber_id: int) -> list[ListChoice]:
+    """The subscriber's lists (past and present) and the public ones."""
+    statuses = dict(session.exec(select(Membership.list_id, Membership.status)
+                                 .where(Membership.subscriber_id == subscriber_id)).all())
+    lists = session.exec(select(MailingList).where(or_(col(MailingList.public),
+                                                       col(MailingList.id).in_(list(statuses))))
+                         .order_by(col(MailingList.name))).all()
+    return [ListChoice(lst.id or 0, lst.name, lst.description, statuses.get(lst.id or 0)) for lst in lists]
+
+
+def preferences_view(session: Session, settings: Settings, token: str) -> PreferencesView:
+    claims = _claims(settings, Purpose.PREFERENCES, token)
+    subscriber = _subscriber(session, claims)
+    return PreferencesView(subscriber.email, _choices(session, claims.subscriber_id))
+
+
+def save_preferences(session: Session, settings: Settings, token: str, chosen: set[int],
+                     visitor: Visitor) -> PreferencesView:
+    """Join the chosen lists and leave the others among those offered.
+
+    The signed link proves the address, so joining from here needs no further confirmation.
+    """
+    claims = _claims(settings, Purpose.PREFERENCES, token)
+    subscriber = _subscriber(session, claims)
+    actor = Actor("preferences page", visitor.ip, visitor.user_agent, settings.consent_version)
+    for choice in _choices(session, claims.subscriber_id):
+        member = choice.status in (MembershipStatus.ACTIVE, MembershipStatus.PENDING)
+        if choice.list_id in chosen and choice.status != MembershipStatus.ACTIVE:
+            mailing_list = session.get(MailingList, choice.list_id)
+            assert mailing_list is not None
+            join_list(session, subscriber, mailing_list, confirmed=True, actor=actor)
+        elif choice.list_id not in chosen and member:
+            unsubscribe(session, claims.subscriber_id, choice.list_id, source="preferences page",
+                        ip=visitor.ip, user_agent=visitor.user_agent)
+    session.flush()
+    return PreferencesView(subscriber.email, _choices(session, claims.subscriber_id), saved=True)
+
+
+def public_lists(session: Session) -> list[MailingList]:
+    return list(session.exec(select(MailingList).where(col(MailingList.public))
+                             .order_by(col(MailingList.name))).all())
+
+
+def subscribe_from_form(engine: Engine, settings: Settings, email: str, name: str, list_name: str,
+                        visitor: Visitor) -> None:
+    """The public subscribe form: a pending membership and a confirmation email.
+
+    The answer is the same whether or not the address is known or suppressed, so the form
+    reveals nothing about who is subscribed.
+    """
+    address = normalise_email(email)
+    requests: list[ConfirmationRequest] = []
+    with session_scope(engine) as session:
+        mailing_list = get_list(session, list_name)
+        if not mailing_list.public:
+            raise NotFoundError(f"There is no public list named {list_name!r}.")
+        if is_suppressed(session, address):
+            return
+        subscriber = session.exec(select(Subscriber).where(Subscriber.email == address)).first()
+        if subscriber is None:
+            subscriber = Subscriber(email=address, name=" ".join(name.split())[:200],
+                                    language=mailing_list.language, status=SubscriberStatus.PENDING)
+            session.add(subscriber)
+            session.flush()
+        elif subscriber.status in ("bounced", "complained"):
+            return
+        subscriber.updated_at = utcnow()
+        actor = Actor("subscribe form", visitor.ip, visitor.user_agent, settings.consent_version)
+        outcome = join_list(session, subscriber, mailing_list, confirmed=False, actor=actor)
+        if outcome is JoinOutcome.PENDING:  # new or still pending: (re)send the link
+            assert subscriber.id is not None and mailing_list.id is not None
+            requests.append(ConfirmationRequest(subscriber.id, mailing_list.id, address, subscriber.name,
+                                                subscriber.language, mailing_list.name,
+                                                mailing_list.description))
+    send_confirmations(settings, requests)

@@ -1,0 +1,333 @@
+"""Audience commands: `wip-mailer lists ...` and `wip-mailer subscribers ...`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from wip_mailer import db
+from wip_mailer.audience import csv_import, lists, subscribers
+from wip_mailer.cli.common import App, confirm_or_abort, echo_json, json_default, json_option, pass_app
+from wip_mailer.errors import InvalidInputError
+
+DEFAULT_LISTS_FILE = Path("subscribers/lists.toml")
+
+
+# --- lists ---------------------------------------------------------------------------------
+
+@click.group("lists")
+def lists_group() -> None:
+    """Mailing lists: create, show, rename, delete, or sync from subscribers/lists.toml.
+
+    Example: wip-mailer lists sync
+    """
+
+
+@lists_group.command("create")
+@click.argument("name")
+@click.option("--description", default="", help="What the list is for.")
+@click.option("--language", default="it", show_default=True, help="Two-letter language of the list.")
+@click.option("--double-opt-in/--no-double-opt-in", default=True, show_default=True,
+              help="New members confirm by email before they receive anything.")
+@click.option("--public", is_flag=True, help="Offer the list on the subscribe form and preferences page.")
+@pass_app
+def lists_create(app: App, name: str, description: str, language: str, double_opt_in: bool,
+                 public: bool) -> None:
+    """Create a list.
+
+    Example: wip-mailer lists create stampa --description "Giornalisti" --language it
+    """
+    with db.session_scope(app.engine) as session:
+        lists.create_list(session, name, description=description, language=language,
+                          double_opt_in=double_opt_in, public=public)
+    click.echo(f"Created the list {name}.")
+
+
+@lists_group.command("list")
+@json_option
+@pass_app
+def lists_list(app: App, as_json: bool) -> None:
+    """Show every list with its member counts.
+
+    Example: wip-mailer lists list --json
+    """
+    with db.session_scope(app.engine) as session:
+        summaries = lists.list_summaries(session)
+    if as_json:
+        echo_json(summaries)
+        return
+    if not summaries:
+        click.echo("No lists yet: run `wip-mailer lists sync` or `wip-mailer lists create NAME`.")
+    for item in summaries:
+        members = item["members"]
+        flags = ", ".join(f for f, on in (("double opt-in", item["double_opt_in"]),
+                                          ("public", item["public"])) if on)
+        click.echo(f"{item['name']} ({item['language']}{', ' + flags if flags else ''}): "
+                   f"{members['active']} active, {members['pending']} pending, "
+                   f"{members['unsubscribed']} unsubscribed")
+
+
+@lists_group.command("show")
+@click.argument("name")
+@json_option
+@pass_app
+def lists_show(app: App, name: str, as_json: bool) -> None:
+    """Show one list.
+
+    Example: wip-mailer lists show stampa --json
+    """
+    with db.session_scope(app.engine) as session:
+        info = lists.show_list(session, name)
+    if as_json:
+        echo_json(info)
+        return
+    for key, value in info.items():
+        shown = ", ".join(f"{k} {v}" for k, v in value.items()) if isinstance(value, dict) else value
+        click.echo(f"{key}: {shown}")
+
+
+@lists_group.command("rename")
+@click.argument("old")
+@click.argument("new")
+@pass_app
+def lists_rename(app: App, old: str, new: str) -> None:
+    """Rename a list (its members stay).
+
+    Example: wip-mailer lists rename stampa press
+    """
+    with db.session_scope(app.engine) as session:
+        lists.rename_list(session, old, new)
+    click.echo(f"Renamed the list {old} to {new}.")
+
+
+@lists_group.command("delete")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_app
+def lists_delete(app: App, name: str, yes: bool) -> None:
+    """Delete a list and its memberships (subscribers and consent records stay).
+
+    Example: wip-mailer lists delete prova --yes
+    """
+    confirm_or_abort(f"Delete the list {name} and all its memberships?", yes)
+    with db.session_scope(app.engine) as session:
+        removed = lists.delete_list(session, name)
+    click.echo(f"Deleted the list {name} ({removed} memberships removed).")
+
+
+@lists_group.command("sync")
+@click.argument("path", type=click.Path(path_type=Path), default=DEFAULT_LISTS_FILE)
+@pass_app
+def lists_sync(app: App, path: Path) -> None:
+    """Create and update lists as a TOML file declares them (lists not in it are kept).
+
+    Example: wip-mailer lists sync subscribers/lists.toml
+    """
+    with db.session_scope(app.engine) as session:
+        report = lists.sync_lists(session, path)
+    for label, names in (("Created", report.created), ("Updated", report.updated),
+                         ("Unchanged", report.unchanged), ("Not in the file (kept)", report.not_in_file)):
+        if names:
+            click.echo(f"{label}: {', '.join(names)}")
+
+
+# --- subscribers ---------------------------------------------------------------------------
+
+@click.group("subscribers")
+def subscribers_group() -> None:
+    """Subscribers: add, remove, show, list, import, export; GDPR access and erasure.
+
+    Example: wip-mailer subscribers import contacts.csv --list stampa
+    """
+
+
+def _attributes(values: tuple[str, ...]) -> dict[str, str] | None:
+    attributes = {}
+    for value in values:
+        key, sep, text = value.partition("=")
+        if not sep or not key.strip():
+            raise InvalidInputError(f"--attr {value!r} must be KEY=VALUE, e.g. --attr sector=culture.")
+        attributes[key.strip()] = text.strip()
+    return attributes or None
+
+
+@subscribers_group.command("add")
+@click.argument("email")
+@click.option("--list", "list_names", multiple=True, required=True, help="List to join (repeatable).")
+@click.option("--name", default=None, help="Full name.")
+@click.option("--language", default=None, help="Two-letter language code (default: the list's).")
+@click.option("--organisation", default=None, help="Organisation.")
+@click.option("--country", default=None, help="Two-letter country code, e.g. FR.")
+@click.option("--tag", "tags", multiple=True, help="A tag (repeatable).")
+@click.option("--attr", "attrs", multiple=True, help="A free attribute KEY=VALUE (repeatable).")
+@click.option("--confirmed", is_flag=True,
+              help="You hold proof of consent: activate at once, even on double opt-in lists.")
+@click.option("--source", default="cli", show_default=True, help="How consent was given, for the record.")
+@pass_app
+def subscribers_add(app: App, email: str, list_names: tuple[str, ...], name: str | None,
+                    language: str | None, organisation: str | None, country: str | None,
+                    tags: tuple[str, ...], attrs: tuple[str, ...], confirmed: bool, source: str) -> None:
+    """Add a subscriber to lists; on a double opt-in list a confirmation email is sent.
+
+    Example: wip-mailer subscribers add anna@example.org --list stampa --name "Anna Rossi"
+    """
+    profile = subscribers.Profile(name=name, language=language, organisation=organisation, country=country,
+                                  tags=list(tags) if tags else None, attributes=_attributes(attrs))
+    result = subscribers.add_subscriber(app.engine, app.settings, email, list_names, profile=profile,
+                                        confirmed=confirmed, source=source)
+    for list_name, outcome in result.outcomes.items():
+        click.echo(f"{result.email} on {list_name}: {outcome}")
+    if result.confirmations_sent:
+        click.echo(f"Sent {result.confirmations_sent} confirmation email(s).")
+
+
+@subscribers_group.command("remove")
+@click.argument("email")
+@click.option("--list", "list_name", default=None, help="Leave only this list (default: every list).")
+@click.option("--source", default="cli", show_default=True, help="How the request came, for the record.")
+@pass_app
+def subscribers_remove(app: App, email: str, list_name: str | None, source: str) -> None:
+    """Unsubscribe someone on their behalf (history is kept; see `erase` to delete data).
+
+    Example: wip-mailer subscribers remove anna@example.org --list stampa
+    """
+    with db.session_scope(app.engine) as session:
+        changed = subscribers.remove_subscriber(session, email, list_name, source=source)
+    where = f"from {list_name}" if list_name else "from every list"
+    click.echo(f"Unsubscribed {email} {where}." if changed else f"{email} was already unsubscribed {where}.")
+
+
+@subscribers_group.command("show")
+@click.argument("email")
+@json_option
+@pass_app
+def subscribers_show(app: App, email: str, as_json: bool) -> None:
+    """Show a subscriber, their status and memberships.
+
+    Example: wip-mailer subscribers show anna@example.org --json
+    """
+    with db.session_scope(app.engine) as session:
+        info = subscribers.show_subscriber(session, email)
+    if as_json:
+        echo_json(info)
+        return
+    for key, value in info.items():
+        if key == "memberships":
+            for m in value:
+                click.echo(f"list {m['list']}: {m['status']} (since {m['subscribed_at']:%Y-%m-%d})")
+        elif value not in (None, "", [], {}):
+            click.echo(f"{key}: {', '.join(value) if isinstance(value, list) else value}")
+
+
+@subscribers_group.command("list")
+@click.option("--list", "list_name", default=None, help="Only members of this list.")
+@click.option("--status", default=None, help="Only this status (active, pending, unsubscribed, ...).")
+@click.option("--segment", default=None, help='A segment filter, e.g. "language=en and tag=press".')
+@json_option
+@pass_app
+def subscribers_list(app: App, list_name: str | None, status: str | None, segment: str | None,
+                     as_json: bool) -> None:
+    """List subscribers (streamed, one per line; JSON Lines with --json).
+
+    Example: wip-mailer subscribers list --list stampa --segment "country in (FR, DE)"
+    """
+    with db.session_scope(app.engine) as session:
+        for row in subscribers.iter_subscribers(session, list_name=list_name, status=status, segment=segment):
+            if as_json:
+                click.echo(json.dumps(row, ensure_ascii=False, default=json_default))
+            else:
+                click.echo(f"{row['email']}\t{row['status']}\t{row['name']}")
+
+
+@subscribers_group.command("import")
+@click.argument("path", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--list", "list_name", required=True, help="The list the rows join.")
+@click.option("--rejects", "rejects_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Where to write rejected rows (default: FILE.rejects.csv beside the file).")
+@click.option("--source", default=None, help="How consent was collected (default: import:FILE).")
+@click.option("--double-opt-in", is_flag=True, help="Make rows pending and email each a confirmation link.")
+@pass_app
+def subscribers_import(app: App, path: Path, list_name: str, rejects_path: Path | None,
+                       source: str | None, double_opt_in: bool) -> None:
+    """Import subscribers from a CSV file (UTF-8, `,` or `;`); bad rows are reported, not fatal.
+
+    Columns: email (required), name, language, organisation, country, tags, attr.NAME.
+
+    Example: wip-mailer subscribers import contatti.csv --list stampa --rejects scarti.csv
+    """
+    console = Console(stderr=True)
+    with Progress(TextColumn("Importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True, disable=not console.is_terminal) as bar:
+        task = bar.add_task("import", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        report = csv_import.import_csv(app.engine, app.settings, path, list_name,
+                                       double_opt_in=double_opt_in, source=source,
+                                       rejects_path=rejects_path, progress=progress)
+    for rejection in report.rejected:
+        click.echo(f"{path}:{rejection.line}: {rejection.reason}", err=True)
+    click.echo(f"{report.rows} rows: {report.added} added, {report.reactivated} activated, "
+               f"{report.updated} updated, {report.unchanged} unchanged, {len(report.rejected)} rejected.")
+    if report.rejects_path:
+        click.echo(f"Rejected rows written to {report.rejects_path}.")
+    if report.confirmations_sent:
+        click.echo(f"Sent {report.confirmations_sent} confirmation email(s).")
+
+
+@subscribers_group.command("export")
+@click.option("--list", "list_name", default=None, help="Only members of this list (with their status).")
+@click.option("--out", "out_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Write to this file (default: standard output).")
+@pass_app
+def subscribers_export(app: App, list_name: str | None, out_path: Path | None) -> None:
+    """Export subscribers as CSV (the import columns plus status).
+
+    Example: wip-mailer subscribers export --list stampa --out stampa.csv
+    """
+    with db.session_scope(app.engine) as session:
+        if out_path is None:
+            subscribers.export_csv(session, sys.stdout, list_name=list_name)
+            return
+        with out_path.open("w", encoding="utf-8", newline="") as handle:
+            count = subscribers.export_csv(session, handle, list_name=list_name)
+    click.echo(f"Wrote {count} subscribers to {out_path}.", err=True)
+
+
+@subscribers_group.command("export-data")
+@click.argument("email")
+@pass_app
+def subscribers_export_data(app: App, email: str) -> None:
+    """Print everything held on a person as JSON (GDPR right of access).
+
+    Example: wip-mailer subscribers export-data anna@example.org > anna.json
+    """
+    with db.session_scope(app.engine) as session:
+        data: dict[str, Any] = subscribers.export_personal_data(session, email)
+    echo_json(data)
+
+
+@subscribers_group.command("erase")
+@click.argument("email")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_app
+def subscribers_erase(app: App, email: str, yes: bool) -> None:
+    """Delete a person's data, keeping only a hashed entry so no import re-adds them.
+
+    Example: wip-mailer subscribers erase anna@example.org --yes
+    """
+    confirm_or_abort(f"Erase every record of {email}? This cannot be undone.", yes)
+    with db.session_scope(app.engine) as session:
+        report = subscribers.erase_subscriber(session, email)
+    if report.found:
+        click.echo(f"Erased {report.email}; {report.deliveries_blanked} delivery records kept without "
+                   "the address; the address is suppressed.")
+    else:
+        click.echo(f"No data held on {report.email}; the address is suppressed all the same.")

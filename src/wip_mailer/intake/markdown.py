@@ -1,0 +1,109 @@
+"""Editor Markdown → sanitised HTML, and the links an item's Markdown carries.
+
+markdown-it-py renders (raw HTML in the Markdown is escaped, not passed through), then
+nh3 cleans the result with a short allow-list, so whatever an editor pastes can only
+produce plain formatting and http/https/mailto links. A link without a usable URL
+(``[text](#)``, a relative path) is rendered as its text: in an email it could only be
+a dead anchor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+from urllib.parse import urlsplit
+
+import nh3
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
+
+SAFE_SCHEMES = frozenset({"http", "https", "mailto"})
+ALLOWED_TAGS = frozenset({
+    "a", "p", "br", "strong", "b", "em", "i", "u", "s", "del", "code", "pre", "blockquote",
+    "ul", "ol", "li", "h3", "h4", "h5", "h6", "hr", "img",
+})
+ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "img": {"src", "alt", "title", "width", "height"}}
+
+
+@dataclass(frozen=True)
+class Link:
+    text: str
+    url: str | None  # None: the Markdown gave no usable URL (a placeholder such as "#")
+
+    @property
+    def placeholder(self) -> bool:
+        return self.url is None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "url": self.url, "placeholder": self.placeholder}
+
+
+@lru_cache(maxsize=1)
+def _parser() -> MarkdownIt:
+    return MarkdownIt("commonmark", {"html": False})
+
+
+def usable_url(href: str | None) -> str | None:
+    """``href`` if it is an absolute http(s) or mailto URL, else None."""
+    if not href:
+        return None
+    href = href.strip()
+    try:
+        parts = urlsplit(href)
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in SAFE_SCHEMES:
+        return None
+    if parts.scheme.lower() != "mailto" and not parts.netloc:
+        return None
+    return href
+
+
+def _walk_links(tokens: list[Token]) -> list[tuple[Token, list[Token], int, int]]:
+    """(inline token, its children, index of link_open, index of link_close) for every link."""
+    found = []
+    for token in tokens:
+        children = token.children or []
+        open_at: int | None = None
+        for i, child in enumerate(children):
+            if child.type == "link_open":
+                open_at = i
+            elif child.type == "link_close" and open_at is not None:
+                found.append((token, children, open_at, i))
+                open_at = None
+    return found
+
+
+def _text_of(children: list[Token]) -> str:
+    return "".join(c.content for c in children if c.type in ("text", "code_inline")).strip()
+
+
+def extract_links(md: str) -> list[Link]:
+    """Every link in ``md``, in reading order; placeholder links have ``url=None``."""
+    tokens = _parser().parse(md)
+    return [
+        Link(_text_of(children[start + 1:end]), usable_url(str(children[start].attrGet("href") or "")))
+        for _token, children, start, end in _walk_links(tokens)
+    ]
+
+
+def markdown_to_html(md: str) -> str:
+    """Markdown → sanitised HTML (safe for an email body and a web page)."""
+    if not md.strip():
+        return ""
+    parser = _parser()
+    tokens = parser.parse(md)
+    # Last link first, so the indices of earlier links in the same paragraph stay valid.
+    for token, _children, start, end in reversed(_walk_links(tokens)):
+        children = token.children or []
+        if usable_url(str(children[start].attrGet("href") or "")) is None:
+            token.children = children[:start] + children[start + 1:end] + children[end + 1:]
+    html = parser.renderer.render(tokens, parser.options, {})
+    return nh3.clean(
+        html,
+        tags=set(ALLOWED_TAGS),
+        attributes={tag: set(names) for tag, names in ALLOWED_ATTRIBUTES.items()},
+        url_schemes=set(SAFE_SCHEMES),
+        strip_comments=True,
+    ).strip()

@@ -1,0 +1,158 @@
+"""Pre-flight check of an edition before it is sent: render it once and look for trouble.
+
+Blocking problems stop a send (dispatch and the scheduler call ``run_preflight`` first);
+warnings are listed for the editor. A caller that passes the check can send
+``report.rendered``, the exact HTML that was checked.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from markdown_it import MarkdownIt
+from sqlmodel import Session
+
+from wip_mailer.assemble import EditionContext, ItemContext, assemble_edition
+from wip_mailer.errors import StateError, TemplateRenderError
+from wip_mailer.plaintext import is_placeholder_url
+from wip_mailer.render import UNSUBSCRIBE_URL_PLACEHOLDER, RenderedEdition, render_edition
+from wip_mailer.settings import Settings
+
+KIB = 1024
+# Gmail clips HTML bodies above about 102 KB, hiding the footer with the unsubscribe link.
+WARN_HTML_BYTES = 85 * KIB
+BLOCK_HTML_BYTES = 100 * KIB
+
+_MD = MarkdownIt("commonmark")
+_IMG = re.compile(r"<img\b[^>]*>", re.I)
+_ALT = re.compile(r'\balt="\s*[^"\s][^"]*"', re.I)
+
+
+@dataclass
+class PreflightReport:
+    slug: str
+    blocking: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    html_bytes: int = 0
+    rendered: RenderedEdition | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.blocking
+
+    def passes(self, strict: bool = False) -> bool:
+        return self.ok and not (strict and self.warnings)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "slug": self.slug,
+            "ok": self.ok,
+            "html_bytes": self.html_bytes,
+            "html_kib": round(self.html_bytes / KIB, 1),
+            "blocking": self.blocking,
+            "warnings": self.warnings,
+        }
+
+
+def run_preflight(session: Session, settings: Settings, slug: str) -> PreflightReport:
+    """Assemble and render the edition ``slug``, then check it (see ``check_context``).
+
+    An edition the assembler refuses (no approved items) is a blocking problem in the
+    report; an unknown slug raises NotFoundError.
+    """
+    try:
+        context = assemble_edition(session, slug)
+    except StateError as exc:
+        return PreflightReport(slug=slug, blocking=[str(exc)])
+    return check_context(context, settings)
+
+
+def check_context(context: EditionContext, settings: Settings) -> PreflightReport:
+    """Check an assembled edition: what would block a send, what the editor should look at."""
+    report = PreflightReport(slug=context.slug)
+    items = [item for section in context.sections for item in section.items]
+    if not items:
+        report.blocking.append(
+            f"The edition {context.slug} has no approved items: approve at least one item."
+        )
+    try:
+        rendered = render_edition(context, settings, personal=True)
+    except TemplateRenderError as exc:
+        report.blocking.append(str(exc))
+        rendered = None
+    if rendered is not None:
+        report.rendered = rendered
+        report.html_bytes = rendered.html_bytes
+        _check_size(report)
+        _check_unsubscribe(report, rendered)
+        report.warnings.extend(rendered.warnings)
+    for item in items:
+        _check_item(report, item)
+    if context.left_out:
+        report.warnings.append(
+            f"{context.left_out} item(s) not approved are left out of the edition."
+        )
+    return report
+
+
+def _check_size(report: PreflightReport) -> None:
+    size = report.html_bytes / KIB
+    if report.html_bytes > BLOCK_HTML_BYTES:
+        report.blocking.append(
+            f"The HTML is {size:.1f} KiB, over the {BLOCK_HTML_BYTES // KIB} KiB limit: Gmail "
+            "would clip it and hide the unsubscribe link; shorten items or move some out."
+        )
+    elif report.html_bytes >= WARN_HTML_BYTES:
+        report.warnings.append(
+            f"The HTML is {size:.1f} KiB, close to Gmail's clipping limit (about 102 KB); "
+            f"sending is blocked above {BLOCK_HTML_BYTES // KIB} KiB."
+        )
+
+
+def _check_unsubscribe(report: PreflightReport, rendered: RenderedEdition) -> None:
+    if f'href="{UNSUBSCRIBE_URL_PLACEHOLDER}"' not in rendered.html:
+        report.blocking.append(
+            "The HTML has no unsubscribe link: the email template must link to "
+            "unsubscribe_url (required by law and by Gmail, Yahoo and Microsoft)."
+        )
+    if UNSUBSCRIBE_URL_PLACEHOLDER not in rendered.text:
+        report.blocking.append(
+            "The plain-text part has no unsubscribe link: the text template must show "
+            "unsubscribe_url."
+        )
+
+
+def _placeholder_links(item: ItemContext) -> list[str]:
+    if item.links:
+        return [link.text for link in item.links if is_placeholder_url(link.url)]
+    found: list[str] = []  # no parsed links: look in the Markdown itself
+    for token in _MD.parseInline(item.body_md or ""):
+        children = token.children or []
+        for index, child in enumerate(children):
+            if child.type != "link_open":
+                continue
+            href = child.attrs.get("href")
+            if is_placeholder_url(str(href) if href is not None else None):
+                following = children[index + 1 : index + 2]
+                found.append(following[0].content if following else "")
+    return found
+
+
+def _check_item(report: PreflightReport, item: ItemContext) -> None:
+    placeholders = _placeholder_links(item)
+    if placeholders:
+        names = ", ".join(f"«{text}»" for text in placeholders)
+        report.warnings.append(
+            f"«{item.title}»: {len(placeholders)} link(s) without a target ({names}), "
+            "shown as plain text."
+        )
+    if item.image_url and not (item.image_alt or "").strip():
+        report.warnings.append(f"«{item.title}»: the image has no alt text.")
+    inline_images = _IMG.findall(item.body_html or "")
+    missing_alt = [tag for tag in inline_images if not _ALT.search(tag)]
+    if missing_alt:
+        report.warnings.append(
+            f"«{item.title}»: {len(missing_alt)} image(s) in the text without alt text."
+        )

@@ -1,0 +1,140 @@
+"""The web endpoint (Starlette): unsubscribe, confirm, preferences, subscribe.
+
+A thin shell: each route reads the request, calls one function of
+``wip_mailer.audience.selfservice`` in a worker thread, and renders a page from
+``templates/web/``. Pages are in Italian with English.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine
+from sqlmodel import Session
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from wip_mailer import db
+from wip_mailer.audience import selfservice
+from wip_mailer.errors import InvalidInputError, NotFoundError, StateError, WipMailerError
+from wip_mailer.settings import Settings
+from wip_mailer.templating import environment as template_environment
+from wip_mailer.tokens import InvalidTokenError
+
+T = TypeVar("T")
+
+# Tokens are in the URL: keep pages out of caches, search engines and Referer headers.
+_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Robots-Tag": "noindex",
+            "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY"}
+ONE_CLICK_SOURCE = "one-click (RFC 8058)"
+
+
+def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
+    settings.require_secret_key()
+    engine = engine or db.open_database(settings.database_url)
+    pages = template_environment(settings)
+
+    def page(template: str, status: int = 200, **context: Any) -> HTMLResponse:
+        html = pages.get_template(f"web/{template}").render(base_url=settings.base_url, **context)
+        return HTMLResponse(html, status_code=status, headers=_HEADERS)
+
+    async def in_session(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        def call() -> T:
+            with db.session_scope(engine) as session:
+                return function(session, settings, *args, **kwargs)
+        return await run_in_threadpool(call)
+
+    def visitor(request: Request) -> selfservice.Visitor:
+        return selfservice.Visitor(ip=request.client.host if request.client else None,
+                                   user_agent=request.headers.get("user-agent"))
+
+    def failure(error: WipMailerError) -> HTMLResponse:
+        status = 400
+        if isinstance(error, NotFoundError):
+            status = 404
+        elif isinstance(error, StateError):
+            status = 409
+        elif not isinstance(error, InvalidTokenError | InvalidInputError):
+            status = 500
+        return page("error.html", status, message=str(error))
+
+    async def unsubscribe_page(request: Request) -> Response:
+        token = request.path_params["token"]
+        try:
+            if request.method == "POST":
+                form = await request.form()
+                one_click = form.get("List-Unsubscribe") == "One-Click"
+                view = await in_session(selfservice.unsubscribe_by_token, token,
+                                        source=ONE_CLICK_SOURCE if one_click else "unsubscribe page",
+                                        visitor=visitor(request))
+                return page("unsubscribed.html", view=view, token=token)
+            view = await in_session(selfservice.unsubscribe_view, token)
+        except WipMailerError as error:
+            return failure(error)
+        return page("unsubscribe.html", view=view, token=token)
+
+    async def confirm_page(request: Request) -> Response:
+        try:
+            list_name = await in_session(selfservice.confirm_by_token, request.path_params["token"],
+                                         visitor(request))
+        except WipMailerError as error:
+            return failure(error)
+        return page("confirmed.html", list_name=list_name)
+
+    async def preferences_page(request: Request) -> Response:
+        token = request.path_params["token"]
+        try:
+            if request.method == "POST":
+                form = await request.form()
+                chosen = {int(v) for v in form.getlist("list") if isinstance(v, str) and v.isdigit()}
+                view = await in_session(selfservice.save_preferences, token, chosen, visitor(request))
+            else:
+                view = await in_session(selfservice.preferences_view, token)
+        except WipMailerError as error:
+            return failure(error)
+        return page("preferences.html", view=view, token=token)
+
+    async def subscribe_page(request: Request) -> Response:
+        list_name = request.path_params["list_name"]
+
+        def public_list(session: Session, _settings: Settings) -> Any:
+            found = [lst for lst in selfservice.public_lists(session) if lst.name == list_name]
+            if not found:
+                raise NotFoundError(f"There is no public list named {list_name!r}.")
+            return found[0]
+
+        try:
+            mailing_list = await in_session(public_list)
+            if request.method == "GET":
+                return page("subscribe.html", mailing_list=mailing_list, error=None, email="", name="")
+            form = await request.form()
+            email, name = str(form.get("email") or ""), str(form.get("name") or "")
+            if form.get("consent") != "yes":
+                return page("subscribe.html", 400, mailing_list=mailing_list, email=email, name=name,
+                            error="Per iscriversi occorre accettare l'informativa. / "
+                                  "Please accept the privacy notice to subscribe.")
+            try:
+                await run_in_threadpool(selfservice.subscribe_from_form, engine, settings, email, name,
+                                        list_name, visitor(request))
+            except InvalidInputError as error:
+                return page("subscribe.html", 400, mailing_list=mailing_list, email=email, name=name,
+                            error=str(error))
+        except WipMailerError as error:
+            return failure(error)
+        return page("subscribe-sent.html", mailing_list=mailing_list)
+
+    async def health(_request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    routes = [
+        Route("/u/{token}", unsubscribe_page, methods=["GET", "POST"]),
+        Route("/confirm/{token}", confirm_page, methods=["GET"]),
+        Route("/preferences/{token}", preferences_page, methods=["GET", "POST"]),
+        Route("/subscribe/{list_name}", subscribe_page, methods=["GET", "POST"]),
+        Route("/healthz", health, methods=["GET"]),
+    ]
+    return Starlette(routes=routes)
