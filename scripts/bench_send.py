@@ -15,7 +15,9 @@ subscribers (resource.getrusage ru_maxrss).
 
 Usage:  .venv/bin/python scripts/bench_send.py [--recipients 20000] [--runs 3]
         [--connections 4] [--naive-recipients 4000] [--memory-recipients 100000]
-        [--html FILE]   (a rendered edition's HTML; default: a generated ~60 KB one)
+        [--seed FILE]   (the edition to send, imported, approved and rendered through the
+                         editorial and render stages; default: the sample edition in
+                         ../shared/seed/, or a generated ~60 KB edition when it is absent)
 """
 
 from __future__ import annotations
@@ -53,6 +55,37 @@ from wip_mailer.render import (  # noqa: E402
 from wip_mailer.settings import load_settings  # noqa: E402
 
 SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
+SAMPLE = ROOT.parent / "shared" / "seed" / "work-in-progress-2024-01-gennaio-febbraio.md"
+
+
+def sample_edition(seed: Path) -> RenderedEdition:
+    """The real edition: import → approve all → pre-flight (assemble, MJML, premailer)."""
+    from wip_mailer import editorial, intake
+    from wip_mailer.preflight import run_preflight
+
+    with tempfile.TemporaryDirectory() as folder:
+        url = f"sqlite:///{folder}/render.db"
+        engine = db.create_database(url)
+        settings = load_settings({"WIP_MAILER_DATABASE_URL": url,
+                                  "WIP_MAILER_SECRET_KEY": "benchmark-secret-key-0123456789abcdef"},
+                                 Path(folder) / "absent.env")
+        with db.session_scope(engine) as session:
+            editorial.create_edition(session, "sample", "Gennaio-Febbraio 2024")
+            intake.import_document(session, seed, "sample")
+            editorial.approve_all(session, "sample", by="benchmark")
+        with db.session_scope(engine) as session:
+            report = run_preflight(session, settings, "sample")
+        engine.dispose()
+    if report.blocking or report.rendered is None:
+        raise SystemExit(f"the sample edition does not pass the pre-flight check: {report.blocking}")
+    return report.rendered
+
+
+def edition_to_send(seed: Path | None) -> tuple[RenderedEdition, str]:
+    seed = seed or (SAMPLE if SAMPLE.exists() else None)
+    if seed is not None:
+        return sample_edition(seed), f"rendered from {seed.name}"
+    return generated_edition(None), "generated (the sample edition is absent)"
 
 
 def generated_edition(html_file: Path | None) -> RenderedEdition:
@@ -77,8 +110,10 @@ def generated_edition(html_file: Path | None) -> RenderedEdition:
                 f'<a href="{PREFERENCES_URL_PLACEHOLDER}">Preferenze</a></td></tr></table></body></html>')
     if UNSUBSCRIBE_URL_PLACEHOLDER not in html:
         html = html.replace("</body>", f'<a href="{UNSUBSCRIBE_URL_PLACEHOLDER}">unsubscribe</a></body>')
-    text = ("Work in Progress – Gennaio-Febbraio 2024\n\n" + "Notizia di esempio per il testo semplice.\n" * 150
-            + f"\nAnnulla l'iscrizione: {UNSUBSCRIBE_URL_PLACEHOLDER}\nPreferenze: {PREFERENCES_URL_PLACEHOLDER}\n")
+    text = ("Work in Progress – Gennaio-Febbraio 2024\n\n"
+            + "Notizia di esempio per il testo semplice.\n" * 150
+            + f"\nAnnulla l'iscrizione: {UNSUBSCRIBE_URL_PLACEHOLDER}\n"
+            + f"Preferenze: {PREFERENCES_URL_PLACEHOLDER}\n")
     return RenderedEdition("Work in Progress – Gennaio-Febbraio 2024", html, text)
 
 
@@ -91,7 +126,7 @@ def free_port() -> int:
 class Sink:
     def __init__(self) -> None:
         self.port = free_port()
-        args = [SMTP_SINK, "127.0.0.1:%d" % self.port, "1024"]
+        args = [SMTP_SINK, f"127.0.0.1:{self.port}", "1024"]
         if os.geteuid() == 0:
             args[1:1] = ["-u", "nobody"]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -162,8 +197,8 @@ def run_wip_mailer(port: int, recipients: int, connections: int, rendered: Rende
 
     def preflight(session: object, settings: object, slug: str) -> object:
         class Report:
-            blocking: list[str] = []
-            warnings: list[str] = []
+            blocking: tuple[str, ...] = ()
+            warnings: tuple[str, ...] = ()
         report = Report()
         report.rendered = rendered  # type: ignore[attr-defined]
         return report
@@ -206,12 +241,12 @@ def run_naive(port: int, recipients: int, connections: int, rendered: RenderedEd
     return share * connections / (time.perf_counter() - began)
 
 
-def child_memory(recipients: int, connections: int, html_file: Path | None) -> None:
+def child_memory(recipients: int, connections: int, seed: Path | None) -> None:
     """Run in a child process: one full send, then print the peak RSS."""
     sink = Sink()
     try:
         with tempfile.TemporaryDirectory() as folder:
-            result = run_wip_mailer(sink.port, recipients, connections, generated_edition(html_file),
+            result = run_wip_mailer(sink.port, recipients, connections, edition_to_send(seed)[0],
                                     Path(folder))
     finally:
         sink.stop()
@@ -226,18 +261,18 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--memory-recipients", type=int, default=100_000, help="0 skips the memory run")
-    parser.add_argument("--html", type=Path, help="HTML of a rendered edition to send")
+    parser.add_argument("--seed", type=Path, help="newsletter document to import, render and send")
     parser.add_argument("--child-memory", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_memory:
-        child_memory(args.child_memory, args.connections, args.html)
+        child_memory(args.child_memory, args.connections, args.seed)
         return
     if not Path(SMTP_SINK).exists():
         sys.exit("smtp-sink is not installed (Debian package postfix): apt-get install postfix")
-    rendered = generated_edition(args.html)
-    size = len(rendered.html.encode()) + len(rendered.text.encode())
-    print(f"edition: {len(rendered.html.encode()) / 1024:.0f} KiB HTML + {len(rendered.text.encode()) / 1024:.0f} "
-          f"KiB text ({size / 1024:.0f} KiB of content); {args.recipients} recipients, "
+    rendered, origin = edition_to_send(args.seed)
+    html_kib, text_kib = len(rendered.html.encode()) / 1024, len(rendered.text.encode()) / 1024
+    print(f"edition {origin}: {html_kib:.0f} KiB HTML + {text_kib:.0f} KiB text; "
+          f"{args.recipients} recipients, "
           f"{args.connections} connections, {args.runs} runs; {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}")
     wip_rates, naive_rates, freezes = [], [], []
@@ -260,7 +295,7 @@ def main() -> None:
     if args.memory_recipients:
         child = subprocess.run([sys.executable, __file__, "--child-memory", str(args.memory_recipients),
                                 "--connections", str(args.connections)]
-                               + (["--html", str(args.html)] if args.html else []),
+                               + (["--seed", str(args.seed)] if args.seed else []),
                                capture_output=True, text=True, check=True)
         memory = json.loads(child.stdout.strip().splitlines()[-1])
         print(f"memory: {args.memory_recipients} recipients, peak RSS {memory['peak_rss_mb']:.0f} MB "
