@@ -287,6 +287,7 @@ def test_test_copies_are_marked_and_touch_no_campaign(engine, send_settings, smt
     assert list_campaigns(engine) == []
     with session_scope(engine) as session:
         assert session.exec(select(Edition)).one().status == "ready"
+    assert send(engine, send_settings, lists=(), test_to=("editor@example.org",)).sent == 1  # no list needed
 
 
 def test_blocking_preflight_refuses_and_warnings_are_shown(engine, send_settings, smtp_server) -> None:

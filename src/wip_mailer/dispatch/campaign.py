@@ -157,7 +157,7 @@ def send_edition(engine: Engine, settings: Settings, request: SendRequest, *,
             campaign_id = campaign.id
         return resume_campaign(engine, settings, campaign_id, progress=progress,
                                resend_in_doubt=request.resend_in_doubt)
-    if not request.lists:
+    if not request.lists and not request.test_to:
         raise InvalidInputError("Name at least one list to send to (--list NAME).")
 
     with session_scope(engine) as session:
