@@ -53,9 +53,19 @@ step "Pre-flight check and preview"
 "$WIP" check "$SLUG"
 "$WIP" preview "$SLUG" --out preview.html --text preview.txt
 
+step "Send: one personal message per subscriber to the embedded SMTP server"
+"$WIP" send "$SLUG" --list partner-internazionali --yes
+"$WIP" campaigns list
+
+step "Web archive of sent editions"
+"$WIP" archive build archive
+
 echo
 echo "Done. Look at:"
 echo "  $DEMO/preview.html     the email as a subscriber sees it (open it in a browser)"
 echo "  $DEMO/preview.txt      its plain-text twin"
 echo "  $DEMO/outbox/new/      the messages the embedded SMTP server received"
 echo "  $DEMO/dev-smtp.log     one line per received message"
+echo "  $DEMO/archive/index.html  the web archive (\"view in browser\" copies and an Atom feed)"
+echo "Next: '.venv/bin/wip-mailer --help', or serve the unsubscribe pages with"
+echo "      'cd demo && ../.venv/bin/wip-mailer serve' (http://127.0.0.1:8000)."

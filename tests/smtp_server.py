@@ -51,6 +51,7 @@ class FaultyHandler:
         self.faults = Faults()
         self.lock = threading.Lock()
         self.accepted_in_session: dict[int, int] = {}
+        self.rcpt_seen: list[str] = []
 
     @staticmethod
     def _take(replies: dict[str, list[str]], address: str) -> str | None:
@@ -63,7 +64,8 @@ class FaultyHandler:
                           address: str, rcpt_options: list[str]) -> str:
         with self.lock:
             reply = self._take(self.faults.rcpt_replies, address)
-        if reply:
+            self.rcpt_seen.append(address.lower())
+        if reply and not reply.startswith("250"):  # a queued "250" means: accept this time
             return reply
         envelope.rcpt_tos.append(address)
         return "250 OK"
@@ -80,11 +82,13 @@ class FaultyHandler:
                 return "421 dropped"  # never reaches the client
             if self.faults.close_after_messages is not None and count >= self.faults.close_after_messages:
                 self.faults.close_after_messages = None
-                server.transport.close()  # type: ignore[union-attr]
+                # Close right after this reply is written (push happens before the next loop turn;
+                # close() flushes the buffer), so the client reads the 421 and then sees EOF.
+                asyncio.get_running_loop().call_soon(server.transport.close)  # type: ignore[union-attr]
                 return "421 4.3.2 Service shutting down"
             for address in envelope.rcpt_tos:
                 reply = self._take(self.faults.data_replies, address)
-                if reply:
+                if reply and not reply.startswith("250"):
                     return reply
             self.accepted_in_session[key] = count + 1
             self.messages.append(ReceivedMessage(
@@ -104,6 +108,14 @@ class SmtpTestServer:
     @property
     def messages(self) -> list[ReceivedMessage]:
         return self.handler.messages
+
+    def received_by_address(self) -> dict[str, int]:
+        """How many messages each envelope recipient got."""
+        counts: dict[str, int] = {}
+        for message in self.messages:
+            for address in message.rcpt_tos:
+                counts[address.lower()] = counts.get(address.lower(), 0) + 1
+        return counts
 
     @property
     def faults(self) -> Faults:

@@ -11,7 +11,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Float, Index, LargeBinary, Table, Unicode, UniqueConstraint
+from sqlalchemy import JSON, Column, Float, Index, LargeBinary, Table, Unicode, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from wip_mailer.db import UTCDateTime, utcnow
@@ -182,20 +182,33 @@ class CampaignStatus(StrEnum):
 
 class DeliveryState(StrEnum):
     QUEUED = "queued"
-    SENDING = "sending"  # handed to SMTP, no reply recorded yet: "in doubt" after a crash
+    SENDING = "sending"  # claimed by a running sender; recovered by the next resume after a crash
     SENT = "sent"
     DEFERRED = "deferred"
     FAILED = "failed"
     SKIPPED = "skipped"  # unsubscribed or suppressed after the campaign froze its recipients
+    IN_DOUBT = "in_doubt"  # handed to the server, no reply seen (crash or timeout): not resent by default
+
+
+# At most one unfinished campaign per edition: a second `send` cannot start beside one.
+_ACTIVE_CAMPAIGN = "status IN ('sending', 'paused')"
 
 
 class Campaign(SQLModel, table=True):
+    __table_args__ = (
+        Index("uq_campaign_active_edition", "edition_id", unique=True,
+              sqlite_where=text(_ACTIVE_CAMPAIGN), postgresql_where=text(_ACTIVE_CAMPAIGN)),
+    )
     id: int | None = Field(default=None, primary_key=True)
     edition_id: int = Field(foreign_key="edition.id", index=True)
     audience: dict[str, Any] = _json(dict)  # {"lists": [...], "segment": "..."}
     status: str = Field(default=CampaignStatus.SENDING, max_length=16)
     recipient_count: int = 0
     summary: dict[str, Any] = _json(dict)
+    # The message as frozen when the campaign started: a resume sends exactly the same email.
+    subject: str = ""
+    body_html: str = ""
+    body_text: str = ""
     # Lease held by the process that is sending (one runner, or several workers later).
     lease_owner: str | None = Field(default=None, max_length=120)
     lease_expires_at: datetime | None = _utc()
@@ -221,6 +234,7 @@ class Delivery(SQLModel, table=True):
     state: str = Field(default=DeliveryState.QUEUED, max_length=16)
     attempts: int = 0
     next_attempt_at: datetime | None = _utc()
+    first_attempt_at: datetime | None = _utc()  # retries of 4xx replies stop a deadline after it
     last_reply: str = ""
     message_id: str | None = Field(default=None, max_length=200, index=True)
     worker: str | None = Field(default=None, max_length=120)

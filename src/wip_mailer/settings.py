@@ -42,6 +42,9 @@ class Settings:
     smtp_messages_per_connection: int = 1000
     rate_per_second: float = 0.0
     rate_per_hour: int = 0
+    retry_base_seconds: float = 60.0
+    retry_deadline_seconds: float = 14400.0
+    journal_dir: str = "wip-mailer-journal"
     sender: str = "Work in Progress <newsletter@example.org>"
     reply_to: str = ""
     bounce_address: str = ""
@@ -181,6 +184,8 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "SMTP_MESSAGES_PER_CONNECTION": lambda k, v: _int(k, v, 1, 1_000_000),
     "RATE_PER_SECOND": lambda k, v: _float(k, v, 0),
     "RATE_PER_HOUR": lambda k, v: _int(k, v, 0, 100_000_000),
+    "RETRY_BASE_SECONDS": lambda k, v: _float(k, v, 0.01),
+    "RETRY_DEADLINE_SECONDS": lambda k, v: _float(k, v, 0),
     "FROM": lambda k, v: _mailbox(k, v, allow_empty=False),
     "REPLY_TO": lambda k, v: _mailbox(k, v, allow_empty=True),
     "BOUNCE_ADDRESS": lambda k, v: _mailbox(k, v, allow_empty=True),

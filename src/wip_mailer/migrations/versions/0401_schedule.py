@@ -1,7 +1,7 @@
 """Schedule: scheduled jobs, scheduler lease, APScheduler job store
 
 Revision ID: 0401
-Revises: 0201
+Revises: 0301
 Create Date: 2026-11-25
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 import wip_mailer.db
 
 revision: str = '0401'
-down_revision: str | None = '0201'
+down_revision: str | None = '0301'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,306 @@
+#!/usr/bin/env python3
+"""Send benchmark: wip-mailer's dispatch against Postfix's smtp-sink, with a naive baseline.
+
+For each run: start `smtp-sink` on a free loopback port, create a fresh SQLite database
+with N subscribers, and send a ~60 KB edition to all of them with `send_edition` (the
+code path of `wip-mailer send`: ledger claims, batched result writes, journal, 4
+connections). The rate is measured over the sending phase, first to last message
+(from the progress bar's start to its stop: ledger writes included, the one-off
+recipient freeze excluded and reported apart). In the same run a naive loop —
+`EmailMessage` built per recipient + `smtplib.send_message`, same number of
+connections — is timed as the baseline. Medians of the runs are printed.
+
+Peak memory is measured in a child process sending to `--memory-recipients`
+subscribers (resource.getrusage ru_maxrss).
+
+Usage:  .venv/bin/python scripts/bench_send.py [--recipients 20000] [--runs 3]
+        [--connections 4] [--naive-recipients 4000] [--memory-recipients 100000]
+        [--seed FILE]   (the edition to send, imported, approved and rendered through the
+                         editorial and render stages; default: the sample edition in
+                         ../shared/seed/, or a generated ~60 KB edition when it is absent)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import smtplib
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
+from pathlib import Path
+
+from sqlalchemy import insert
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from wip_mailer import db  # noqa: E402
+from wip_mailer.dispatch import SendRequest, send_edition  # noqa: E402
+from wip_mailer.models import Edition, MailingList, Membership, Subscriber  # noqa: E402
+from wip_mailer.render import (  # noqa: E402
+    PREFERENCES_URL_PLACEHOLDER,
+    UNSUBSCRIBE_URL_PLACEHOLDER,
+    RenderedEdition,
+)
+from wip_mailer.settings import load_settings  # noqa: E402
+
+SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
+SAMPLE = ROOT.parent / "shared" / "seed" / "work-in-progress-2024-01-gennaio-febbraio.md"
+
+
+def sample_edition(seed: Path) -> RenderedEdition:
+    """The real edition: import → approve all → pre-flight (assemble, MJML, premailer)."""
+    from wip_mailer import editorial, intake
+    from wip_mailer.preflight import run_preflight
+
+    with tempfile.TemporaryDirectory() as folder:
+        url = f"sqlite:///{folder}/render.db"
+        engine = db.create_database(url)
+        settings = load_settings({"WIP_MAILER_DATABASE_URL": url,
+                                  "WIP_MAILER_SECRET_KEY": "benchmark-secret-key-0123456789abcdef"},
+                                 Path(folder) / "absent.env")
+        with db.session_scope(engine) as session:
+            editorial.create_edition(session, "sample", "Gennaio-Febbraio 2024")
+            intake.import_document(session, seed, "sample")
+            editorial.approve_all(session, "sample", by="benchmark")
+        with db.session_scope(engine) as session:
+            report = run_preflight(session, settings, "sample")
+        engine.dispose()
+    if report.blocking or report.rendered is None:
+        raise SystemExit(f"the sample edition does not pass the pre-flight check: {report.blocking}")
+    return report.rendered
+
+
+def edition_to_send(seed: Path | None) -> tuple[RenderedEdition, str]:
+    seed = seed or (SAMPLE if SAMPLE.exists() else None)
+    if seed is not None:
+        return sample_edition(seed), f"rendered from {seed.name}"
+    return generated_edition(None), "generated (the sample edition is absent)"
+
+
+def generated_edition(html_file: Path | None) -> RenderedEdition:
+    """A ~60 KB edition shaped like the real one (one long HTML line, Italian text)."""
+    if html_file is not None:
+        html = html_file.read_text(encoding="utf-8")
+    else:
+        item = ('<tr><td style="padding:8px 24px;font-family:Arial,Helvetica,sans-serif;font-size:15px;'
+                'line-height:22px;color:#1a1a1a"><h3 style="margin:0 0 4px;font-size:18px;color:#004a99">'
+                'Missione a Praia: cooperazione tra città {n}</h3><p style="margin:0 0 4px;color:#666">'
+                '7-14 gennaio</p><p style="margin:0">Nel quadro dell\'accordo di cooperazione proseguono '
+                'le attività del progetto, finalizzato a creare un ambiente urbano sostenibile e inclusivo '
+                'per la popolazione, soprattutto giovanile, del quartiere. Alla missione partecipano '
+                'rappresentanti tecnici della Città e delle associazioni del territorio, che incontrano '
+                'il sindaco per pianificare le ultime attività di riqualificazione ambientale. '
+                '<a href="https://example.org/progetti/{n}" style="color:#004a99">Leggi di più</a></p>'
+                '</td></tr>')
+        body = "".join(item.format(n=n) for n in range(75))
+        html = ('<!doctype html><html lang="it"><head><meta charset="utf-8"><title>Work in Progress</title>'
+                '</head><body style="margin:0;background:#f2f2f2"><table role="presentation" width="100%">'
+                f'{body}<tr><td><a href="{UNSUBSCRIBE_URL_PLACEHOLDER}">Annulla l\'iscrizione</a> · '
+                f'<a href="{PREFERENCES_URL_PLACEHOLDER}">Preferenze</a></td></tr></table></body></html>')
+    if UNSUBSCRIBE_URL_PLACEHOLDER not in html:
+        html = html.replace("</body>", f'<a href="{UNSUBSCRIBE_URL_PLACEHOLDER}">unsubscribe</a></body>')
+    text = ("Work in Progress – Gennaio-Febbraio 2024\n\n"
+            + "Notizia di esempio per il testo semplice.\n" * 150
+            + f"\nAnnulla l'iscrizione: {UNSUBSCRIBE_URL_PLACEHOLDER}\n"
+            + f"Preferenze: {PREFERENCES_URL_PLACEHOLDER}\n")
+    return RenderedEdition("Work in Progress – Gennaio-Febbraio 2024", html, text)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.port = free_port()
+        args = [SMTP_SINK, f"127.0.0.1:{self.port}", "1024"]
+        if os.geteuid() == 0:
+            args[1:1] = ["-u", "nobody"]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("smtp-sink did not start") from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait()
+
+
+def populate(url: str, count: int) -> None:
+    engine = db.create_database(url)
+    now = db.utcnow()
+    with db.session_scope(engine) as session:
+        session.add(Edition(slug="bench", title="Benchmark", status="ready"))
+        session.add(MailingList(name="bench"))
+        session.flush()
+        for start in range(0, count, 5000):
+            session.execute(insert(Subscriber), [
+                {"id": n + 1, "email": f"reader{n:07d}@example.net", "name": f"Lettore {n}", "tags": [],
+                 "attributes": {}, "created_at": now, "updated_at": now}
+                for n in range(start, min(count, start + 5000))])
+            session.execute(insert(Membership), [
+                {"subscriber_id": n + 1, "list_id": 1, "status": "active", "subscribed_at": now}
+                for n in range(start, min(count, start + 5000))])
+    engine.dispose()
+
+
+class Timing:
+    """The dispatch Progress protocol, used to time the sending phase."""
+
+    def __init__(self) -> None:
+        self.started = self.stopped = 0.0
+
+    def start(self, total: int, done: int) -> None:
+        self.started = time.perf_counter()
+
+    def update(self, done: int) -> None:
+        pass
+
+    def note(self, text: str) -> None:
+        pass
+
+    def stop(self) -> None:
+        self.stopped = time.perf_counter()
+
+
+def run_wip_mailer(port: int, recipients: int, connections: int, rendered: RenderedEdition,
+                   workdir: Path) -> dict[str, float]:
+    url = f"sqlite:///{workdir / 'bench.db'}"
+    populate(url, recipients)
+    settings = load_settings({
+        "WIP_MAILER_DATABASE_URL": url, "WIP_MAILER_SMTP_PORT": str(port),
+        "WIP_MAILER_SECRET_KEY": "benchmark-secret-key-0123456789abcdef",
+        "WIP_MAILER_SMTP_CONNECTIONS": str(connections), "WIP_MAILER_JOURNAL_DIR": str(workdir / "journal"),
+        "WIP_MAILER_BOUNCE_ADDRESS": "bounces@example.org",
+    }, workdir / "absent.env")
+    engine = db.open_database(url)
+    timing = Timing()
+
+    def preflight(session: object, settings: object, slug: str) -> object:
+        class Report:
+            blocking: tuple[str, ...] = ()
+            warnings: tuple[str, ...] = ()
+        report = Report()
+        report.rendered = rendered  # type: ignore[attr-defined]
+        return report
+
+    began = time.perf_counter()
+    summary = send_edition(engine, settings, SendRequest("bench", ("bench",)), progress=timing,
+                           preflight=preflight)  # type: ignore[arg-type]
+    ended = time.perf_counter()
+    engine.dispose()
+    assert summary.sent == recipients, summary
+    return {"rate": recipients / (timing.stopped - timing.started), "total_seconds": ended - began,
+            "freeze_seconds": timing.started - began}
+
+
+def run_naive(port: int, recipients: int, connections: int, rendered: RenderedEdition) -> float:
+    """The baseline: a fresh EmailMessage per recipient, smtplib.send_message, N connections."""
+    def worker(indexes: range) -> None:
+        client = smtplib.SMTP("127.0.0.1", port)
+        for n in indexes:
+            url = f"https://news.example.org/u/token-{n}"
+            message = EmailMessage(policy=SMTP_POLICY)
+            message["From"] = "Work in Progress <newsletter@example.org>"
+            message["To"] = f"Lettore {n} <reader{n:07d}@example.net>"
+            message["Subject"] = rendered.subject
+            message["List-Unsubscribe"] = f"<{url}>"
+            message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+            message.set_content(rendered.text.replace(UNSUBSCRIBE_URL_PLACEHOLDER, url))
+            message.add_alternative(rendered.html.replace(UNSUBSCRIBE_URL_PLACEHOLDER, url), subtype="html")
+            client.send_message(message)
+        client.quit()
+
+    share = recipients // connections
+    threads = [threading.Thread(target=worker, args=(range(i * share, (i + 1) * share),))
+               for i in range(connections)]
+    began = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return share * connections / (time.perf_counter() - began)
+
+
+def child_memory(recipients: int, connections: int, seed: Path | None) -> None:
+    """Run in a child process: one full send, then print the peak RSS."""
+    sink = Sink()
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            result = run_wip_mailer(sink.port, recipients, connections, edition_to_send(seed)[0],
+                                    Path(folder))
+    finally:
+        sink.stop()
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"peak_rss_mb": peak_kib / 1024, **result}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--recipients", type=int, default=20_000)
+    parser.add_argument("--naive-recipients", type=int, default=4_000)
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--memory-recipients", type=int, default=100_000, help="0 skips the memory run")
+    parser.add_argument("--seed", type=Path, help="newsletter document to import, render and send")
+    parser.add_argument("--child-memory", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child_memory:
+        child_memory(args.child_memory, args.connections, args.seed)
+        return
+    if not Path(SMTP_SINK).exists():
+        sys.exit("smtp-sink is not installed (Debian package postfix): apt-get install postfix")
+    rendered, origin = edition_to_send(args.seed)
+    html_kib, text_kib = len(rendered.html.encode()) / 1024, len(rendered.text.encode()) / 1024
+    print(f"edition {origin}: {html_kib:.0f} KiB HTML + {text_kib:.0f} KiB text; "
+          f"{args.recipients} recipients, "
+          f"{args.connections} connections, {args.runs} runs; {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    wip_rates, naive_rates, freezes = [], [], []
+    for run in range(1, args.runs + 1):
+        sink = Sink()
+        try:
+            with tempfile.TemporaryDirectory() as folder:
+                result = run_wip_mailer(sink.port, args.recipients, args.connections, rendered, Path(folder))
+            naive = run_naive(sink.port, args.naive_recipients, args.connections, rendered)
+        finally:
+            sink.stop()
+        wip_rates.append(result["rate"])
+        naive_rates.append(naive)
+        freezes.append(result["freeze_seconds"])
+        print(f"run {run}: wip-mailer {result['rate']:,.0f} msg/s (sending phase; recipient freeze "
+              f"{result['freeze_seconds']:.1f} s, whole send {result['total_seconds']:.1f} s); "
+              f"naive loop {naive:,.0f} msg/s")
+    wip, naive = statistics.median(wip_rates), statistics.median(naive_rates)
+    print(f"median: wip-mailer {wip:,.0f} msg/s, naive {naive:,.0f} msg/s, {wip / naive:.1f}x the naive loop")
+    if args.memory_recipients:
+        child = subprocess.run([sys.executable, __file__, "--child-memory", str(args.memory_recipients),
+                                "--connections", str(args.connections)]
+                               + (["--seed", str(args.seed)] if args.seed else []),
+                               capture_output=True, text=True, check=True)
+        memory = json.loads(child.stdout.strip().splitlines()[-1])
+        print(f"memory: {args.memory_recipients} recipients, peak RSS {memory['peak_rss_mb']:.0f} MB "
+              f"({memory['rate']:,.0f} msg/s, whole send {memory['total_seconds']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

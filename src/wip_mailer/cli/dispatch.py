@@ -1,0 +1,205 @@
+"""Sending commands: send, campaigns list|status|resume."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, ProgressColumn, Task, TimeRemainingColumn
+from rich.progress import Progress as RichProgressBar
+from rich.text import Text
+
+from wip_mailer.cli.common import App, confirm_or_abort, echo_json, json_option, pass_app
+from wip_mailer.dispatch import (
+    CampaignSummary,
+    SendRequest,
+    campaign_status,
+    list_campaigns,
+    resume_campaign,
+    send_edition,
+)
+from wip_mailer.dispatch.ratelimit import parse_rate
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.0f} msg/s" if speed else "– msg/s", style="progress.data.speed")
+
+
+class RichProgress:
+    """The ``dispatch.Progress`` protocol drawn with rich on stderr (stdout keeps the summary)."""
+
+    def __init__(self) -> None:
+        self.console = Console(stderr=True)
+        self.bar = RichProgressBar("[progress.description]{task.description}", BarColumn(),
+                                   MofNCompleteColumn(), _RateColumn(), TimeRemainingColumn(),
+                                   console=self.console, transient=False)
+        self.task: Any = None
+
+    def start(self, total: int, done: int) -> None:
+        self.bar.start()
+        self.task = self.bar.add_task("sending", total=total, completed=done)
+
+    def update(self, done: int) -> None:
+        if self.task is not None:
+            self.bar.update(self.task, completed=done)
+
+    def note(self, text: str) -> None:
+        self.console.print(text, highlight=False, markup=False)
+
+    def stop(self) -> None:
+        self.bar.stop()
+
+
+def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_rate(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _report(summary: CampaignSummary, as_json: bool) -> None:
+    if as_json:
+        echo_json(summary.as_dict())
+    else:
+        for note in summary.notes:
+            click.echo(note)
+        click.echo(_sentence(summary))
+        if summary.in_doubt:
+            click.echo(
+                f"{summary.in_doubt} message(s) are in doubt: they were handed to the SMTP server when "
+                "a send stopped, and their reply was never seen, so they are not resent (most were "
+                "delivered). `wip-mailer campaigns resume "
+                f"{summary.campaign_id} --resend-in-doubt` resends them."
+            )
+        if summary.status == "paused":
+            click.echo(f"Resume with: wip-mailer campaigns resume {summary.campaign_id}")
+    if summary.status == "paused":
+        raise click.exceptions.Exit(130)
+
+
+def _sentence(summary: CampaignSummary) -> str:
+    if summary.status == "dry-run":
+        return (f"Dry run: built {summary.recipients - summary.failed} messages "
+                f"({summary.bytes_built / 1e6:.1f} MB), {summary.failed} refused; nothing was sent.")
+    if summary.status == "test":
+        return f"Test copies: {summary.sent} sent, {summary.failed} refused; no campaign was touched."
+    if summary.status == "not-confirmed":
+        return "Nothing was sent."
+    return (f"Campaign {summary.campaign_id} {summary.status}: {summary.sent} sent, "
+            f"{summary.deferred} deferred, {summary.failed} failed, {summary.skipped} skipped "
+            f"(unsubscribed or suppressed), {summary.in_doubt} in doubt"
+            + (f", {summary.queued} not yet sent." if summary.queued else "."))
+
+
+@click.command()
+@click.argument("slug")
+@click.option("--list", "lists", multiple=True, metavar="NAME", help="A list to send to (repeatable).")
+@click.option("--segment", metavar="EXPR", help="Only subscribers matching this segment expression.")
+@click.option("--dry-run", is_flag=True, help="Build every message and report; send nothing.")
+@click.option("--test-to", multiple=True, metavar="ADDR",
+              help="Send the real message, marked [TEST], to this address only (repeatable).")
+@click.option("--connections", type=click.IntRange(1, 64), help="Parallel SMTP connections.")
+@click.option("--rate", callback=_rate, metavar="N/s", help="At most N messages per second (50/s, 3000/min).")
+@click.option("--resume", is_flag=True, help="Carry on the edition's paused or interrupted campaign.")
+@click.option("--resend-in-doubt", is_flag=True,
+              help="With --resume: also resend the messages a crash left in doubt.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+@pass_app
+def send(app: App, slug: str, lists: tuple[str, ...], segment: str | None, dry_run: bool,
+         test_to: tuple[str, ...], connections: int | None, rate: float | None, resume: bool,
+         resend_in_doubt: bool, yes: bool, as_json: bool) -> None:
+    """Send edition SLUG to every active subscriber of the lists, once each.
+
+    The pre-flight check runs first; its warnings are shown. Ctrl-C finishes the
+    messages in flight and pauses the campaign; resume it with --resume.
+
+    Example: wip-mailer send 2024-01 --list newsletter-it --list newsletter-en --yes
+    """
+    def confirm(count: int) -> bool:
+        confirm_or_abort(f"Send edition {slug} to {count} recipients?", yes)
+        return True
+
+    progress = None if as_json else RichProgress()
+    request = SendRequest(slug=slug, lists=lists, segment=segment, dry_run=dry_run, test_to=test_to,
+                          connections=connections, rate_per_second=rate, resume=resume,
+                          resend_in_doubt=resend_in_doubt)
+    summary = send_edition(app.engine, app.settings, request, confirm=confirm, progress=progress)
+    _report(summary, as_json)
+
+
+@click.group()
+def campaigns() -> None:
+    """Campaigns: the sends of an edition, their progress and results.
+
+    Example: wip-mailer campaigns list
+    """
+
+
+@campaigns.command("list")
+@json_option
+@pass_app
+def campaigns_list(app: App, as_json: bool) -> None:
+    """List every campaign with its progress.
+
+    Example: wip-mailer campaigns list --json
+    """
+    rows = list_campaigns(app.engine)
+    if as_json:
+        echo_json(rows)
+        return
+    if not rows:
+        click.echo("No campaigns yet.")
+    for row in rows:
+        counts = row["counts"]
+        click.echo(f"{row['id']:>4}  {row['edition']:<16} {row['status']:<9} "
+                   f"{row['recipients']:>7} recipients  "
+                   f"{counts['sent']} sent, {counts['deferred']} deferred, {counts['failed']} failed, "
+                   f"{counts['skipped']} skipped, {counts['in_doubt']} in doubt  ({', '.join(row['lists'])})")
+
+
+@campaigns.command("status")
+@click.argument("campaign_id", type=int)
+@json_option
+@pass_app
+def campaigns_status(app: App, campaign_id: int, as_json: bool) -> None:
+    """Show a campaign's progress and the recipients not (yet) sent, with the server's reply.
+
+    Example: wip-mailer campaigns status 3
+    """
+    row = campaign_status(app.engine, campaign_id)
+    if as_json:
+        echo_json(row)
+        return
+    counts = row["counts"]
+    click.echo(f"Campaign {row['id']} of edition {row['edition']}: {row['status']}, "
+               f"{row['recipients']} recipients ({', '.join(row['lists'])}).")
+    click.echo("  " + ", ".join(f"{number} {state.replace('_', ' ')}" for state, number in counts.items()))
+    if row["lease_owner"]:
+        click.echo(f"  Being sent by {row['lease_owner']} (lease until {row['lease_expires_at']:%H:%M:%S}).")
+    for problem in row["problems"]:
+        click.echo(f"  {problem['state']:<9} {problem['email']}: {problem['last_reply']}")
+
+
+@campaigns.command("resume")
+@click.argument("campaign_id", type=int)
+@click.option("--resend-in-doubt", is_flag=True, help="Also resend the messages a crash left in doubt.")
+@click.option("--connections", type=click.IntRange(1, 64), help="Parallel SMTP connections.")
+@click.option("--rate", callback=_rate, metavar="N/s", help="At most N messages per second.")
+@json_option
+@pass_app
+def campaigns_resume(app: App, campaign_id: int, resend_in_doubt: bool, connections: int | None,
+                     rate: float | None, as_json: bool) -> None:
+    """Carry on a paused or interrupted campaign; nobody already sent is sent again.
+
+    Example: wip-mailer campaigns resume 3
+    """
+    summary = resume_campaign(app.engine, app.settings, campaign_id, resend_in_doubt=resend_in_doubt,
+                              connections=connections, rate_per_second=rate,
+                              progress=None if as_json else RichProgress())
+    _report(summary, as_json)

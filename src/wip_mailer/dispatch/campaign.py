@@ -1,0 +1,477 @@
+"""Sending an edition as a campaign: the one code path behind `send`, `campaigns resume`
+and the scheduler.
+
+    pre-flight ─> audience count ─> confirm ─> freeze recipients + message ─> lease ─>
+    settle a crashed run ─> runner ─> summary stored on the campaign
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from wip_mailer import audience
+from wip_mailer.db import session_scope, utcnow
+from wip_mailer.dispatch import ledger
+from wip_mailer.dispatch.connection import Connection, Outcome
+from wip_mailer.dispatch.journal import Journal
+from wip_mailer.dispatch.ratelimit import Pacer
+from wip_mailer.dispatch.runner import RunCounts, Runner
+from wip_mailer.errors import DeliveryError, InvalidInputError, NotFoundError, StateError
+from wip_mailer.models import Campaign, CampaignStatus, Edition, EditionStatus
+from wip_mailer.personalise import Addressee, MessageTemplate
+from wip_mailer.render import RenderedEdition
+from wip_mailer.settings import Settings
+
+TEST_SUBJECT_PREFIX = "[TEST] "
+ACTIVE = (CampaignStatus.SENDING, CampaignStatus.PAUSED)
+
+
+@dataclass(frozen=True)
+class SendRequest:
+    slug: str
+    lists: tuple[str, ...]
+    segment: str | None = None
+    dry_run: bool = False
+    test_to: tuple[str, ...] = ()
+    connections: int | None = None  # None: settings.smtp_connections
+    rate_per_second: float | None = None  # None: settings.rate_per_second
+    resume: bool = False
+    resend_in_doubt: bool = False  # on resume: resend the messages left in doubt by a crash
+
+
+@dataclass
+class CampaignSummary:
+    campaign_id: int | None
+    recipients: int
+    sent: int
+    deferred: int
+    failed: int
+    skipped: int
+    in_doubt: int
+    status: str  # finished | paused | sending | dry-run | test | not-confirmed
+    queued: int = 0
+    bytes_built: int = 0  # dry run: total size of the messages built
+    notes: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class Progress(Protocol):
+    """What the runner reports while it works (the CLI draws a rich progress bar)."""
+
+    def start(self, total: int, done: int) -> None: ...
+    def update(self, done: int) -> None: ...
+    def note(self, text: str) -> None: ...
+    def stop(self) -> None: ...
+
+
+class PreflightReportLike(Protocol):
+    blocking: Any
+    warnings: Any
+    rendered: RenderedEdition | None
+
+
+Preflight = Callable[[Session, Settings, str], PreflightReportLike]
+
+
+def _run_preflight(session: Session, settings: Settings, slug: str) -> PreflightReportLike:
+    try:
+        from wip_mailer.preflight import run_preflight  # the render stage's check (issue 4)
+    except ImportError:
+        raise StateError(
+            "The pre-flight check (wip_mailer.preflight, from the rendering stage) is not installed, "
+            "so no edition can be sent."
+        ) from None
+    return run_preflight(session, settings, slug)
+
+
+def set_edition_status(session: Session, edition: Edition, status: EditionStatus) -> None:
+    """The one place dispatch changes an edition's status, through the editorial stage's rules.
+
+    An edition already sent stays ``sent`` when a later campaign reaches more lists.
+    """
+    from wip_mailer import editorial
+
+    if edition.status != EditionStatus.SENT:
+        editorial.set_edition_status(session, edition, status)
+
+
+def _edition(session: Session, slug: str) -> Edition:
+    edition = session.exec(select(Edition).where(Edition.slug == slug)).first()
+    if edition is None:
+        raise NotFoundError(f"There is no edition with the slug {slug!r}.")
+    return edition
+
+
+def _active_campaign(session: Session, edition_id: int) -> Campaign | None:
+    return session.exec(
+        select(Campaign).where(Campaign.edition_id == edition_id, col(Campaign.status).in_(ACTIVE))
+    ).first()
+
+
+def _effective(settings: Settings, connections: int | None, rate: float | None) -> Settings:
+    changes: dict[str, Any] = {}
+    if connections is not None:
+        if not 1 <= connections <= 64:
+            raise InvalidInputError(f"--connections must be from 1 to 64, got {connections}.")
+        changes["smtp_connections"] = connections
+    if rate is not None:
+        if rate < 0:
+            raise InvalidInputError(f"The rate must be positive, got {rate}.")
+        changes["rate_per_second"] = rate
+    return dataclasses.replace(settings, **changes) if changes else settings
+
+
+# --- the public entry points --------------------------------------------------------------
+
+def send_edition(engine: Engine, settings: Settings, request: SendRequest, *,
+                 confirm: Callable[[int], bool] | None = None, progress: Progress | None = None,
+                 preflight: Preflight | None = None) -> CampaignSummary:
+    """Send an edition to the selected lists (or dry-run it, or send test copies).
+
+    ``confirm(recipient_count)`` is asked before anything is sent; None means yes
+    (the scheduler). Raises StateError when the check blocks or the edition already has
+    a campaign running, NotFoundError for an unknown edition or list.
+    """
+    settings = _effective(settings, request.connections, request.rate_per_second)
+    if request.resume:
+        with session_scope(engine) as session:
+            edition = _edition(session, request.slug)
+            assert edition.id is not None
+            campaign = _active_campaign(session, edition.id)
+            if campaign is None or campaign.id is None:
+                raise StateError(f"Edition {request.slug!r} has no paused or interrupted campaign to resume.")
+            campaign_id = campaign.id
+        return resume_campaign(engine, settings, campaign_id, progress=progress,
+                               resend_in_doubt=request.resend_in_doubt)
+    if not request.lists and not request.test_to:
+        raise InvalidInputError("Name at least one list to send to (--list NAME).")
+
+    with session_scope(engine) as session:
+        edition = _edition(session, request.slug)
+        assert edition.id is not None
+        edition_id = edition.id
+        lists = audience.resolve_lists(session, request.lists)
+        report = (preflight or _run_preflight)(session, settings, request.slug)
+    if report.blocking:
+        problems = "; ".join(str(problem) for problem in report.blocking)
+        raise StateError(f"Edition {request.slug!r} cannot be sent: {problems}.")
+    for warning in report.warnings or ():
+        if progress is not None:
+            progress.note(f"Warning: {warning}")
+    rendered = report.rendered
+    if rendered is None:
+        raise StateError(f"Edition {request.slug!r} could not be rendered by the pre-flight check.")
+    list_names = {lst.id: lst.name for lst in lists if lst.id is not None}
+
+    if request.test_to:
+        return _send_tests(settings, rendered, request.test_to, list_names)
+
+    with session_scope(engine) as session:
+        running = _active_campaign(session, edition_id)
+        if running is not None:
+            raise _already_running(request.slug, running)
+        exclude = ledger.already_sent_subscribers(session, edition_id)
+        count = sum(1 for r in audience.select_recipients(session, request.lists, request.segment)
+                    if r.subscriber_id not in exclude)
+    if count == 0:
+        note = " who has not already been sent this edition" if exclude else ""
+        raise StateError(f"No active subscriber{note} in {', '.join(request.lists)}: nothing to send.")
+    if request.dry_run:
+        return _dry_run(engine, settings, rendered, request, list_names, exclude)
+    if confirm is not None and not confirm(count):
+        return CampaignSummary(None, count, 0, 0, 0, 0, 0, "not-confirmed")
+
+    campaign_id = _start_campaign(engine, edition_id, request, lists, rendered, exclude)
+    return _run_campaign(engine, settings, campaign_id, progress=progress)
+
+
+def resume_campaign(engine: Engine, settings: Settings, campaign_id: int, *,
+                    progress: Progress | None = None, resend_in_doubt: bool = False,
+                    connections: int | None = None, rate_per_second: float | None = None) -> CampaignSummary:
+    """Carry on a paused or crashed campaign: nobody already sent is sent again."""
+    settings = _effective(settings, connections, rate_per_second)
+    with session_scope(engine) as session:
+        campaign = session.get(Campaign, campaign_id)
+        if campaign is None:
+            raise NotFoundError(f"There is no campaign {campaign_id}.")
+        if campaign.status not in ACTIVE:
+            raise StateError(f"Campaign {campaign_id} is {campaign.status}; only a paused or interrupted "
+                             "campaign can be resumed.")
+    return _run_campaign(engine, settings, campaign_id, progress=progress, resend_in_doubt=resend_in_doubt)
+
+
+# --- steps ----------------------------------------------------------------------------------
+
+def _already_running(slug: str, campaign: Campaign) -> StateError:
+    if campaign.status == CampaignStatus.SENDING and campaign.lease_owner:
+        return StateError(
+            f"Edition {slug!r} is being sent right now by campaign {campaign.id} "
+            f"({campaign.lease_owner}); a second send would mail people twice."
+        )
+    return StateError(
+        f"Edition {slug!r} has an unfinished campaign {campaign.id}: resume it with "
+        f"`wip-mailer send {slug} --resume` (or `wip-mailer campaigns resume {campaign.id}`)."
+    )
+
+
+def _start_campaign(engine: Engine, edition_id: int, request: SendRequest, lists: list[Any],
+                    rendered: RenderedEdition, exclude: set[int]) -> int:
+    """Create the campaign and freeze its recipients and message, in one transaction."""
+    try:
+        with session_scope(engine) as session:
+            campaign = Campaign(
+                edition_id=edition_id, status=CampaignStatus.SENDING,
+                audience={"lists": list(request.lists), "list_ids": [lst.id for lst in lists],
+                          "segment": request.segment},
+                subject=rendered.subject, body_html=rendered.html, body_text=rendered.text,
+                started_at=utcnow(),
+            )
+            session.add(campaign)
+            session.flush()
+            assert campaign.id is not None
+            recipients = audience.select_recipients(session, request.lists, request.segment)
+            campaign.recipient_count = ledger.freeze_recipients(session, campaign.id, recipients, exclude)
+            edition = session.get(Edition, edition_id)
+            assert edition is not None
+            set_edition_status(session, edition, EditionStatus.SENDING)
+            return campaign.id
+    except IntegrityError:
+        raise StateError(
+            f"Edition {request.slug!r} is being sent by another process that started just now; "
+            "this send did nothing."
+        ) from None
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """A service manager's SIGTERM pauses the campaign like Ctrl-C does."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_campaign(engine: Engine, settings: Settings, campaign_id: int, *,
+                  progress: Progress | None, resend_in_doubt: bool = False) -> CampaignSummary:
+    owner = ledger.new_owner()
+    holder = ledger.acquire_lease(engine, campaign_id, owner)
+    if holder is not None:
+        raise StateError(
+            f"Campaign {campaign_id} is being sent right now by {holder}; "
+            "a second send would mail people twice."
+        )
+    notes: list[str] = []
+    journal_dir = Path(settings.journal_dir)
+    status = CampaignStatus.PAUSED
+    error: BaseException | None = None
+    outcome = None
+    journal: Journal | None = None
+    try:
+        recovery = ledger.recover_orphans(engine, campaign_id, journal_dir)
+        if recovery.sent or recovery.requeued or recovery.in_doubt:
+            notes.append(
+                f"Settled the interrupted run: {recovery.sent} confirmed sent, {recovery.requeued} "
+                f"not yet sent (queued again), {recovery.in_doubt} in doubt (not resent)."
+            )
+        if resend_in_doubt:
+            requeued = ledger.requeue_in_doubt(engine, campaign_id)
+            if requeued:
+                notes.append(f"{requeued} in-doubt messages queued again (--resend-in-doubt).")
+        with session_scope(engine) as session:
+            campaign = session.get(Campaign, campaign_id)
+            assert campaign is not None
+            campaign.status = CampaignStatus.SENDING
+            total = campaign.recipient_count
+            list_ids = campaign.audience.get("list_ids", [])
+            rendered = RenderedEdition(campaign.subject, campaign.body_html, campaign.body_text)
+            names = {lst.id: lst.name for lst in session.exec(select_lists(list_ids)).all()}
+            done = _done(ledger.state_counts(session, campaign_id))
+        for note in notes:
+            if progress is not None:
+                progress.note(note)
+        template = MessageTemplate(settings, rendered, campaign_id=campaign_id, list_names=names)
+        journal = Journal(journal_dir, campaign_id, owner)
+        if progress is not None:
+            progress.start(total, done)
+
+        def on_progress(counts: RunCounts) -> None:
+            if progress is not None:
+                progress.update(done + counts.sent + counts.failed + counts.skipped + counts.in_doubt)
+
+        runner = Runner(
+            engine, settings, campaign_id=campaign_id, list_ids=list_ids, template=template,
+            worker=owner, journal=journal, connections=settings.smtp_connections,
+            pacer=Pacer(settings.rate_per_second, settings.rate_per_hour), lease_owner=owner,
+            on_progress=on_progress, on_note=progress.note if progress is not None else None,
+        )
+        with _sigterm_as_interrupt():
+            outcome = runner.run()
+        error = outcome.error
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        if progress is not None:
+            progress.stop()
+        if outcome is not None and outcome.lease_lost:
+            status = CampaignStatus.SENDING  # not ours any more: leave it to its new owner
+        with session_scope(engine) as session:
+            counts = ledger.state_counts(session, campaign_id)
+        unfinished = counts["queued"] + counts["sending"] + counts["deferred"]
+        if error is None and outcome is not None and not outcome.interrupted and unfinished == 0:
+            status = CampaignStatus.FINISHED
+        summary = _summary(campaign_id, counts, status, notes)
+        if journal is not None:
+            journal.close(remove=counts["sending"] == 0)
+        if not (outcome is not None and outcome.lease_lost):
+            ledger.release_lease(engine, campaign_id, owner, status, summary.as_dict())
+            if status == CampaignStatus.FINISHED:
+                with session_scope(engine) as session:
+                    campaign = session.get(Campaign, campaign_id)
+                    edition = session.get(Edition, campaign.edition_id) if campaign else None
+                    if edition is not None:
+                        set_edition_status(session, edition, EditionStatus.SENT)
+    if error is not None:
+        if isinstance(error, DeliveryError):
+            raise DeliveryError(
+                f"{error} Campaign {campaign_id} is paused; resume it with "
+                f"`wip-mailer campaigns resume {campaign_id}`."
+            ) from None
+        raise error
+    return summary
+
+
+def select_lists(list_ids: list[int]) -> Any:
+    from wip_mailer.models import MailingList
+
+    return select(MailingList).where(col(MailingList.id).in_(list_ids))
+
+
+def _done(counts: Mapping[str, int]) -> int:
+    return counts["sent"] + counts["failed"] + counts["skipped"] + counts["in_doubt"]
+
+
+def _summary(campaign_id: int, counts: Mapping[str, int], status: str, notes: list[str]) -> CampaignSummary:
+    return CampaignSummary(
+        campaign_id=campaign_id, recipients=sum(counts.values()), sent=counts["sent"],
+        deferred=counts["deferred"], failed=counts["failed"], skipped=counts["skipped"],
+        in_doubt=counts["in_doubt"], status=status, queued=counts["queued"] + counts["sending"],
+        notes=tuple(notes),
+    )
+
+
+def _dry_run(engine: Engine, settings: Settings, rendered: RenderedEdition, request: SendRequest,
+             list_names: dict[int, str], exclude: set[int]) -> CampaignSummary:
+    """Build every message exactly as a send would, send none."""
+    template = MessageTemplate(settings, rendered, campaign_id=0, list_names=list_names)
+    built = failed = total_bytes = 0
+    notes: list[str] = []
+    with session_scope(engine) as session:
+        for recipient in audience.select_recipients(session, request.lists, request.segment):
+            if recipient.subscriber_id in exclude:
+                continue
+            try:
+                message = template.build(Addressee(recipient.email, recipient.name, recipient.subscriber_id,
+                                                   recipient.list_id, recipient.subscriber_id))
+            except InvalidInputError as exc:
+                failed += 1
+                if len(notes) < 20:
+                    notes.append(f"{recipient.email}: {exc}")
+                continue
+            built += 1
+            total_bytes += len(message.smtp_data)
+    return CampaignSummary(None, built + failed, 0, 0, failed, 0, 0, "dry-run", bytes_built=total_bytes,
+                           notes=tuple(notes))
+
+
+def _send_tests(settings: Settings, rendered: RenderedEdition, addresses: tuple[str, ...],
+                list_names: dict[int, str]) -> CampaignSummary:
+    """The real message to a few addresses, "[TEST]" in the subject; no campaign, no ledger."""
+    template = MessageTemplate(settings, rendered, list_names=list_names, subject_prefix=TEST_SUBJECT_PREFIX)
+    list_id = next(iter(list_names), None)
+    connection = Connection(settings)
+    sent = failed = 0
+    notes: list[str] = []
+    try:
+        for address in addresses:
+            message = template.build(Addressee(address, "", 0, list_id))
+            result = connection.send(message)
+            if result.outcome is Outcome.RETRY:
+                result = connection.send(message)
+            if result.outcome is Outcome.ACCEPTED:
+                sent += 1
+            else:
+                failed += 1
+                notes.append(f"{address}: {result.reply}")
+    finally:
+        connection.close()
+    return CampaignSummary(None, len(addresses), sent, 0, failed, 0, 0, "test", notes=tuple(notes))
+
+
+# --- reading campaigns --------------------------------------------------------------------
+
+def _campaign_row(session: Session, campaign: Campaign, slug: str) -> dict[str, Any]:
+    assert campaign.id is not None
+    counts = ledger.state_counts(session, campaign.id)
+    return {
+        "id": campaign.id, "edition": slug, "status": campaign.status,
+        "lists": campaign.audience.get("lists", []), "segment": campaign.audience.get("segment"),
+        "recipients": campaign.recipient_count, "counts": counts,
+        "created_at": campaign.created_at, "started_at": campaign.started_at,
+        "finished_at": campaign.finished_at, "lease_owner": campaign.lease_owner,
+        "lease_expires_at": campaign.lease_expires_at,
+    }
+
+
+def list_campaigns(engine: Engine) -> list[dict[str, Any]]:
+    with session_scope(engine) as session:
+        rows = session.execute(
+            sa.select(Campaign, col(Edition.slug)).join(Edition, col(Edition.id) == col(Campaign.edition_id))
+            .order_by(col(Campaign.id))
+        ).all()
+        return [_campaign_row(session, campaign, slug) for campaign, slug in rows]
+
+
+def campaign_status(engine: Engine, campaign_id: int, problems: int = 50) -> dict[str, Any]:
+    """A campaign's progress and, for the deliveries not sent, their last reply."""
+    from wip_mailer.models import Delivery, DeliveryState
+
+    with session_scope(engine) as session:
+        campaign = session.get(Campaign, campaign_id)
+        if campaign is None:
+            raise NotFoundError(f"There is no campaign {campaign_id}.")
+        edition = session.get(Edition, campaign.edition_id)
+        row = _campaign_row(session, campaign, edition.slug if edition else "?")
+        row["summary"] = campaign.summary
+        troubled = session.exec(
+            select(Delivery).where(Delivery.campaign_id == campaign_id,
+                                   col(Delivery.state).in_([DeliveryState.FAILED, DeliveryState.DEFERRED,
+                                                            DeliveryState.IN_DOUBT]))
+            .order_by(col(Delivery.id)).limit(problems)
+        ).all()
+        row["problems"] = [{"email": d.email, "state": d.state, "attempts": d.attempts,
+                            "last_reply": d.last_reply, "next_attempt_at": d.next_attempt_at}
+                           for d in troubled]
+        return row

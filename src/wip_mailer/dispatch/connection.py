@@ -1,0 +1,201 @@
+"""One SMTP session used for many messages (after GNU Mailman's Connection).
+
+Opened lazily, closed after ``cap`` messages (servers limit messages per session)
+and closed on any error; the next message opens a fresh one. The transaction is
+driven step by step instead of ``smtplib.SMTP.sendmail`` because
+
+- the payload is already CRLF and dot-stuffed by ``personalise`` once per edition,
+  so sendmail's per-message ``_fix_eols``/``_quote_periods`` regex passes over 60 KB
+  are pure waste at thousands of messages per second;
+- MAIL, RCPT and DATA go in one write when the server offers PIPELINING (RFC 2920);
+- the moment the data is handed over is where the journal must write ``B``.
+
+Every outcome is one ``SendResult``; nothing here touches the database.
+"""
+
+from __future__ import annotations
+
+import re
+import smtplib
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from wip_mailer.errors import DeliveryError
+from wip_mailer.personalise import Outgoing
+from wip_mailer.settings import Settings
+from wip_mailer.transport import connect
+
+# Reply codes (RFC 5321 §4.2.3).
+OK, WILL_FORWARD, START_DATA = 250, 251, 354
+SERVICE_CLOSING = 421
+_ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
+
+
+class Outcome(StrEnum):
+    ACCEPTED = "accepted"  # 2xx after the data: the server took responsibility
+    RETRY = "retry"  # not accepted because of the session (421, drop, timeout before data): resend now
+    DEFERRED = "deferred"  # 4xx for this message: retry later
+    FAILED = "failed"  # 5xx for this message: never retry
+    IN_DOUBT = "in_doubt"  # the data was sent and the reply timed out: the server may have it
+
+
+@dataclass(frozen=True)
+class SendResult:
+    outcome: Outcome
+    reply: str
+    hard_bounce: bool = False  # a 5xx that says the address itself is bad: suppress it
+
+
+class SenderRefusedError(DeliveryError):
+    """The server refuses the sender itself (5xx to MAIL FROM): every message would fail."""
+
+
+def _reply_text(code: int, message: bytes) -> str:
+    text = message.decode("utf-8", "replace").replace("\n", " ").strip()
+    return f"{code} {text}".strip()[:500]
+
+
+def is_hard_bounce(code: int, reply: str) -> bool:
+    """Whether a 5xx reply says the address is bad (RFC 3463 X.1.x, X.2.x but mailbox full).
+
+    Policy (5.7.x), system and content rejections are failures of this message, not
+    of the address, so they must not suppress a subscriber.
+    """
+    if code < 500:
+        return False
+    text = reply.split(" ", 1)[1] if " " in reply else ""
+    match = _ENHANCED.match(text)
+    if match:
+        subject, detail = match[2], match[3]
+        return match[1] == "5" and (subject == "1" or (subject == "2" and detail != "2"))
+    return code in (550, 551, 553)
+
+
+class Connection:
+    def __init__(self, settings: Settings, cap: int | None = None):
+        self.settings = settings
+        self.cap = cap or settings.smtp_messages_per_connection
+        self._client: smtplib.SMTP | None = None
+        self._pipelining = False
+        self._data_sent = False
+        self.sent_in_session = 0
+        self.sessions = 0
+
+    # -- session ------------------------------------------------------------------------
+    def _session(self) -> smtplib.SMTP:
+        if self._client is None:
+            client = connect(self.settings)  # raises DeliveryError with a clear sentence
+            self._client = client
+            self._pipelining = client.has_extn("pipelining")
+            self.sent_in_session = 0
+            self.sessions += 1
+        return self._client
+
+    def close(self, *, polite: bool = True) -> None:
+        client, self._client = self._client, None
+        if client is None:
+            return
+        try:
+            if polite:
+                client.quit()
+        except (OSError, smtplib.SMTPException):
+            pass
+        finally:
+            client.close()
+
+    def _reply(self, client: smtplib.SMTP) -> tuple[int, str]:
+        code, message = client.getreply()
+        return code, _reply_text(code, message)
+
+    # -- one message --------------------------------------------------------------------
+    def send(self, message: Outgoing, on_data: Callable[[], None] | None = None) -> SendResult:
+        """Send one message; ``on_data`` runs just before the data is handed over.
+
+        Raises DeliveryError only when the server cannot be reached or refuses the sender.
+        """
+        client = self._session()
+        self._data_sent = False
+        try:
+            result = self._transaction(client, message, on_data)
+        except (smtplib.SMTPServerDisconnected, ConnectionError) as exc:
+            self.close(polite=False)
+            reason = str(exc) or type(exc).__name__
+            return SendResult(Outcome.RETRY, f"connection lost ({reason}); resent on a new connection")
+        except TimeoutError:
+            self.close(polite=False)
+            if self._data_sent:
+                return SendResult(Outcome.IN_DOUBT, "timed out waiting for the reply after the data was sent")
+            return SendResult(Outcome.RETRY, "timed out before the data was sent; resent on a new connection")
+        except OSError as exc:
+            self.close(polite=False)
+            return SendResult(Outcome.RETRY, f"connection error ({exc}); resent on a new connection")
+        if result.outcome is Outcome.RETRY:
+            self.close(polite=False)
+        elif self.sent_in_session >= self.cap:
+            self.close()
+        return result
+
+    def _transaction(self, client: smtplib.SMTP, message: Outgoing,
+                     on_data: Callable[[], None] | None) -> SendResult:
+        mail = f"MAIL FROM:<{message.envelope_from}>\r\n".encode("ascii")
+        rcpt = f"RCPT TO:<{message.recipient}>\r\n".encode("ascii")
+        if self._pipelining:
+            client.send(mail + rcpt + b"DATA\r\n")
+            replies = [self._reply(client), self._reply(client), self._reply(client)]
+        else:
+            replies = []
+            for command in (mail, rcpt, b"DATA\r\n"):
+                client.send(command)
+                replies.append(self._reply(client))
+                if replies[-1][0] not in (OK, WILL_FORWARD, START_DATA):
+                    break
+        (mail_code, mail_reply) = replies[0]
+        if any(code == SERVICE_CLOSING for code, _ in replies):
+            reply = next(text for code, text in replies if code == SERVICE_CLOSING)
+            return SendResult(Outcome.RETRY, reply)
+        if mail_code != OK:
+            self._abort(client, replies)
+            if mail_code >= 500:
+                raise SenderRefusedError(
+                    f"The SMTP server refuses the sender {message.envelope_from}: {mail_reply}."
+                )
+            return SendResult(Outcome.DEFERRED, mail_reply)
+        rcpt_code, rcpt_reply = replies[1] if len(replies) > 1 else (0, "")
+        if rcpt_code not in (OK, WILL_FORWARD):
+            self._abort(client, replies)
+            if rcpt_code >= 500:
+                return SendResult(Outcome.FAILED, rcpt_reply, is_hard_bounce(rcpt_code, rcpt_reply))
+            return SendResult(Outcome.DEFERRED, rcpt_reply)
+        data_code, data_reply = replies[2] if len(replies) > 2 else (0, "")
+        if data_code != START_DATA:
+            self._abort(client, replies)
+            outcome = Outcome.FAILED if data_code >= 500 else Outcome.DEFERRED
+            return SendResult(outcome, data_reply)
+        if on_data is not None:
+            on_data()
+        self._data_sent = True
+        client.send(message.smtp_data)
+        try:
+            code, reply = self._reply(client)
+        except smtplib.SMTPServerDisconnected:
+            # The server hung up instead of answering: servers answer once the message is
+            # safe, so it is treated as not accepted and resent (as MTAs do, RFC 5321 §6.1).
+            self.close(polite=False)
+            return SendResult(Outcome.RETRY, "connection closed before the server confirmed the message")
+        self.sent_in_session += 1
+        if 200 <= code < 300:
+            return SendResult(Outcome.ACCEPTED, reply)
+        if code == SERVICE_CLOSING:
+            return SendResult(Outcome.RETRY, reply)
+        if code >= 500:
+            return SendResult(Outcome.FAILED, reply, is_hard_bounce(code, reply))
+        return SendResult(Outcome.DEFERRED, reply)
+
+    def _abort(self, client: smtplib.SMTP, replies: list[tuple[int, str]]) -> None:
+        """End a refused transaction so the session can carry on with the next message."""
+        if replies and len(replies) == 3 and replies[2][0] == START_DATA:
+            client.send(b".\r\n")  # a server that said 354 anyway gets an empty message to reject
+            self._reply(client)
+        client.send(b"RSET\r\n")
+        self._reply(client)

@@ -1,0 +1,404 @@
+"""The delivery ledger: one row per (campaign, subscriber), written in batches.
+
+State machine of a row::
+
+    queued ──claim──> sending ──> sent | deferred | failed | skipped | in_doubt
+    deferred ──claim when due──> sending          in_doubt ──(--resend-in-doubt)──> queued
+
+Rules that make "exactly once" hold with batched writes:
+
+- A batch is *claimed* in one statement (``UPDATE ... WHERE id IN (SELECT ... LIMIT n
+  [FOR UPDATE SKIP LOCKED]) RETURNING``), so two runners — threads, processes or
+  machines on PostgreSQL — never get the same row.
+- A row becomes ``sent`` only after the server's 2xx reply, in the next results flush.
+- After a crash, the rows still ``sending`` are settled with the runner's journal
+  (see ``journal.py``): at most one per SMTP connection is left in doubt.
+
+Everything here is plain SQL through SQLAlchemy Core (the ORM's per-object work would
+cost more than the SMTP transaction at thousands of messages per second).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy import Engine
+from sqlmodel import Session, SQLModel
+
+from wip_mailer.audience import Recipient, email_hash, suppress
+from wip_mailer.db import utcnow
+from wip_mailer.dispatch.journal import journal_path, read_journal
+from wip_mailer.models import (
+    CampaignStatus,
+    DeliveryState,
+    MembershipStatus,
+    SubscriberStatus,
+)
+
+DELIVERY = SQLModel.metadata.tables["delivery"]
+CAMPAIGN = SQLModel.metadata.tables["campaign"]
+SUBSCRIBER = SQLModel.metadata.tables["subscriber"]
+MEMBERSHIP = SQLModel.metadata.tables["membership"]
+SUPPRESSION = SQLModel.metadata.tables["suppression"]
+
+INSERT_CHUNK = 2000
+LEASE_SECONDS = 60  # renewed every few seconds while a runner is alive
+TERMINAL = (DeliveryState.SENT, DeliveryState.FAILED, DeliveryState.SKIPPED, DeliveryState.IN_DOUBT)
+UNFINISHED = (DeliveryState.QUEUED, DeliveryState.SENDING, DeliveryState.DEFERRED)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A delivery a runner now owns (state ``sending``) with what is needed to build its message."""
+
+    delivery_id: int
+    subscriber_id: int
+    list_id: int | None
+    email: str
+    name: str
+    attempts: int
+    first_attempt_at: datetime
+
+
+@dataclass(frozen=True)
+class Result:
+    """The outcome of one claimed delivery, waiting to be flushed."""
+
+    delivery_id: int
+    email: str
+    state: str  # a DeliveryState, or QUEUED to hand back a row that was not attempted
+    reply: str
+    message_id: str | None = None
+    next_attempt_at: datetime | None = None
+    hard_bounce: bool = False
+
+
+# --- freezing the recipients --------------------------------------------------------------
+
+def already_sent_subscribers(session: Session, edition_id: int) -> set[int]:
+    """Subscribers an earlier campaign of this edition sent (or may have sent) to."""
+    query = (
+        sa.select(DELIVERY.c.subscriber_id).distinct()
+        .join(CAMPAIGN, CAMPAIGN.c.id == DELIVERY.c.campaign_id)
+        .where(CAMPAIGN.c.edition_id == edition_id)
+        .where(DELIVERY.c.state.in_([DeliveryState.SENT, DeliveryState.IN_DOUBT, DeliveryState.SENDING]))
+        .where(DELIVERY.c.subscriber_id.is_not(None))
+    )
+    return set(session.execute(query).scalars())
+
+
+def freeze_recipients(session: Session, campaign_id: int, recipients: Iterable[Recipient],
+                      exclude: set[int]) -> int:
+    """Write one ``queued`` row per recipient (in chunks, streaming); returns how many."""
+    now = utcnow()
+    total = 0
+    chunk: list[dict[str, object]] = []
+    for recipient in recipients:
+        if recipient.subscriber_id in exclude:
+            continue
+        chunk.append({
+            "campaign_id": campaign_id, "subscriber_id": recipient.subscriber_id,
+            "list_id": recipient.list_id, "email": recipient.email, "state": DeliveryState.QUEUED,
+            "attempts": 0, "last_reply": "", "updated_at": now,
+        })
+        if len(chunk) >= INSERT_CHUNK:
+            session.execute(sa.insert(DELIVERY), chunk)
+            total += len(chunk)
+            chunk = []
+    if chunk:
+        session.execute(sa.insert(DELIVERY), chunk)
+        total += len(chunk)
+    return total
+
+
+# --- claiming batches ---------------------------------------------------------------------
+
+def _claim_rows(connection: sa.Connection, campaign_id: int, worker: str, limit: int,
+                now: datetime) -> list[sa.Row[tuple[int, int | None, int | None, str, int, datetime]]]:
+    rows: list[sa.Row[tuple[int, int | None, int | None, str, int, datetime]]] = []
+    due_retries = (DELIVERY.c.state == DeliveryState.DEFERRED, DELIVERY.c.next_attempt_at <= now)
+    fresh = (DELIVERY.c.state == DeliveryState.QUEUED, DELIVERY.c.next_attempt_at.is_(None))
+    for condition in (due_retries, fresh):
+        wanted = limit - len(rows)
+        if wanted <= 0:
+            break
+        pick = (sa.select(DELIVERY.c.id).where(DELIVERY.c.campaign_id == campaign_id, *condition)
+                .order_by(DELIVERY.c.id).limit(wanted))
+        if connection.dialect.name == "postgresql":
+            pick = pick.with_for_update(skip_locked=True)  # concurrent workers skip each other's rows
+        claim = (
+            sa.update(DELIVERY)
+            .where(DELIVERY.c.id.in_(pick.scalar_subquery()))
+            .values(state=DeliveryState.SENDING, worker=worker, attempts=DELIVERY.c.attempts + 1,
+                    first_attempt_at=sa.func.coalesce(DELIVERY.c.first_attempt_at, now), updated_at=now)
+            .returning(DELIVERY.c.id, DELIVERY.c.subscriber_id, DELIVERY.c.list_id, DELIVERY.c.email,
+                       DELIVERY.c.attempts, DELIVERY.c.first_attempt_at)
+        )
+        rows.extend(connection.execute(claim).all())
+    return rows
+
+
+def _skip_reasons(connection: sa.Connection, rows: Sequence[sa.Row], list_ids: Sequence[int]
+                  ) -> tuple[dict[int, str], dict[int, str]]:
+    """Names of the claimed subscribers, and why some must not be sent to any more."""
+    subscriber_ids = [row.subscriber_id for row in rows if row.subscriber_id is not None]
+    subscribers = {
+        row.id: row for row in connection.execute(
+            sa.select(SUBSCRIBER.c.id, SUBSCRIBER.c.name, SUBSCRIBER.c.status)
+            .where(SUBSCRIBER.c.id.in_(subscriber_ids)))
+    }
+    members = set(connection.execute(
+        sa.select(MEMBERSHIP.c.subscriber_id).where(
+            MEMBERSHIP.c.subscriber_id.in_(subscriber_ids), MEMBERSHIP.c.list_id.in_(list_ids),
+            MEMBERSHIP.c.status == MembershipStatus.ACTIVE)
+    ).scalars())
+    hashes = {email_hash(row.email): row.id for row in rows}
+    suppressed = {
+        hashes[row.email_hash]: row.reason for row in connection.execute(
+            sa.select(SUPPRESSION.c.email_hash, SUPPRESSION.c.reason)
+            .where(SUPPRESSION.c.email_hash.in_(list(hashes))))
+    }
+    names: dict[int, str] = {}
+    skips: dict[int, str] = {}
+    for row in rows:
+        subscriber = subscribers.get(row.subscriber_id)
+        if subscriber is None:
+            skips[row.id] = "skipped: the subscriber was erased after the campaign started"
+        elif subscriber.status != SubscriberStatus.ACTIVE:
+            skips[row.id] = f"skipped: the subscriber became {subscriber.status} after the campaign started"
+        elif row.id in suppressed:
+            skips[row.id] = f"skipped: the address is suppressed ({suppressed[row.id]})"
+        elif row.subscriber_id not in members:
+            skips[row.id] = "skipped: unsubscribed from the list after the campaign started"
+        else:
+            names[row.id] = subscriber.name
+    return names, skips
+
+
+def claim_batch(engine: Engine, campaign_id: int, list_ids: Sequence[int], worker: str,
+                limit: int) -> tuple[list[Claim], int]:
+    """Claim up to ``limit`` due rows; rows that must no longer be sent are marked skipped.
+
+    Returns the claims and how many rows were skipped (0 claims and 0 skipped: nothing is due).
+    """
+    now = utcnow()
+    with engine.begin() as connection:
+        rows = _claim_rows(connection, campaign_id, worker, limit, now)
+        if not rows:
+            return [], 0
+        names, skips = _skip_reasons(connection, rows, list_ids)
+        if skips:
+            connection.execute(
+                sa.update(DELIVERY).where(DELIVERY.c.id == sa.bindparam("b_id"))
+                .values(state=DeliveryState.SKIPPED, last_reply=sa.bindparam("b_reply"), worker=None,
+                        attempts=DELIVERY.c.attempts - 1, updated_at=now),
+                [{"b_id": delivery_id, "b_reply": reason} for delivery_id, reason in skips.items()],
+            )
+    claims = [Claim(row.id, row.subscriber_id, row.list_id, row.email, names[row.id], row.attempts,
+                    row.first_attempt_at)
+              for row in rows if row.id in names]
+    return claims, len(skips)
+
+
+# --- recording results --------------------------------------------------------------------
+
+_RECORD = (
+    sa.update(DELIVERY)
+    .where(DELIVERY.c.id == sa.bindparam("b_id"), DELIVERY.c.state == DeliveryState.SENDING)
+    .values(state=sa.bindparam("b_state"), last_reply=sa.bindparam("b_reply"),
+            message_id=sa.func.coalesce(sa.bindparam("b_message_id", type_=sa.String), DELIVERY.c.message_id),
+            sent_at=sa.bindparam("b_sent_at", type_=DELIVERY.c.sent_at.type),
+            next_attempt_at=sa.bindparam("b_next", type_=DELIVERY.c.next_attempt_at.type),
+            attempts=DELIVERY.c.attempts - sa.bindparam("b_uncount", type_=sa.Integer),
+            updated_at=sa.bindparam("b_now", type_=DELIVERY.c.updated_at.type), worker=None)
+)
+
+
+def record_results(engine: Engine, results: Sequence[Result]) -> None:
+    """Write a batch of outcomes in one transaction (executemany); suppress hard bounces."""
+    if not results:
+        return
+    now = utcnow()
+    params = [{
+        "b_id": r.delivery_id, "b_state": r.state, "b_reply": r.reply[:1000], "b_message_id": r.message_id,
+        "b_sent_at": now if r.state == DeliveryState.SENT else None, "b_next": r.next_attempt_at,
+        "b_uncount": 1 if r.state == DeliveryState.QUEUED else 0, "b_now": now,
+    } for r in results]
+    with Session(engine) as session, session.begin():
+        session.connection().execute(_RECORD, params)
+        for result in results:
+            if result.hard_bounce:
+                suppress(session, result.email, "bounced", result.reply)
+
+
+# --- settling rows after a crash ----------------------------------------------------------
+
+@dataclass(frozen=True)
+class Recovery:
+    sent: int = 0
+    requeued: int = 0
+    in_doubt: int = 0
+
+
+IN_DOUBT_REPLY = ("in doubt: the send stopped after handing this message to the server and before "
+                  "its reply was recorded; not resent (resume with --resend-in-doubt to resend)")
+NO_JOURNAL_REPLY = ("in doubt: the send stopped with this message claimed and its journal {} is "
+                    "missing; not resent (resume with --resend-in-doubt to resend)")
+
+
+def recover_orphans(engine: Engine, campaign_id: int, journal_dir: Path) -> Recovery:
+    """Settle the ``sending`` rows of runners that are gone, using their journals.
+
+    Call it only while holding the campaign lease (no other runner is alive).
+    """
+    with engine.connect() as connection:
+        rows = connection.execute(
+            sa.select(DELIVERY.c.id, DELIVERY.c.worker)
+            .where(DELIVERY.c.campaign_id == campaign_id, DELIVERY.c.state == DeliveryState.SENDING)
+        ).all()
+    by_worker: dict[str, list[int]] = defaultdict(list)
+    for row in rows:
+        by_worker[row.worker or ""].append(row.id)
+    now = utcnow()
+    updates: list[dict[str, object]] = []
+    counts = {"sent": 0, "unsent": 0, "in_doubt": 0}
+    for worker, ids in by_worker.items():
+        path = journal_path(journal_dir, campaign_id, worker)
+        record = read_journal(path)
+        for delivery_id in ids:
+            verdict = record.verdict(delivery_id) if record is not None else "in_doubt"
+            counts[verdict] += 1
+            if verdict == "sent":
+                state, reply, uncount = DeliveryState.SENT, "2xx (recovered from the send journal)", 0
+            elif verdict == "unsent":
+                state, reply, uncount = DeliveryState.QUEUED, "", 1
+            else:
+                state, uncount = DeliveryState.IN_DOUBT, 0
+                reply = IN_DOUBT_REPLY if record is not None else NO_JOURNAL_REPLY.format(path)
+            updates.append({"b_id": delivery_id, "b_state": state, "b_reply": reply, "b_message_id": None,
+                            "b_sent_at": now if state == DeliveryState.SENT else None, "b_next": None,
+                            "b_uncount": uncount, "b_now": now})
+    if updates:
+        with engine.begin() as connection:
+            connection.execute(_RECORD, updates)
+    for path in journal_dir.glob(f"campaign-{campaign_id}-*.journal"):
+        path.unlink(missing_ok=True)  # settled: the rows no longer need them
+    return Recovery(sent=counts["sent"], requeued=counts["unsent"], in_doubt=counts["in_doubt"])
+
+
+def requeue_in_doubt(engine: Engine, campaign_id: int) -> int:
+    """The ``--resend-in-doubt`` policy: put in-doubt rows back in the queue."""
+    with engine.begin() as connection:
+        result = connection.execute(
+            sa.update(DELIVERY)
+            .where(DELIVERY.c.campaign_id == campaign_id, DELIVERY.c.state == DeliveryState.IN_DOUBT)
+            .values(state=DeliveryState.QUEUED, next_attempt_at=None, updated_at=utcnow())
+        )
+        return result.rowcount
+
+
+# --- reading the ledger -------------------------------------------------------------------
+
+def state_counts(connection: sa.Connection | Session, campaign_id: int) -> dict[str, int]:
+    counts = {state.value: 0 for state in DeliveryState}
+    for state, number in connection.execute(
+        sa.select(DELIVERY.c.state, sa.func.count()).where(DELIVERY.c.campaign_id == campaign_id)
+        .group_by(DELIVERY.c.state)
+    ):
+        counts[state] = number
+    return counts
+
+
+def next_retry_at(engine: Engine, campaign_id: int) -> datetime | None:
+    with engine.connect() as connection:
+        value = connection.execute(
+            sa.select(sa.func.min(DELIVERY.c.next_attempt_at))
+            .where(DELIVERY.c.campaign_id == campaign_id, DELIVERY.c.state == DeliveryState.DEFERRED)
+        ).scalar()
+    return value
+
+
+# --- the campaign lease -------------------------------------------------------------------
+
+def new_owner() -> str:
+    """``host:pid:random``: who holds a lease, and whether that process is still alive."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def _owner_is_dead(owner: str) -> bool:
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False  # another machine: only the expiry time can tell
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def acquire_lease(engine: Engine, campaign_id: int, owner: str) -> str | None:
+    """Take the campaign's lease atomically; returns None, or the live holder that has it.
+
+    The conditional UPDATE is the lock: on SQLite and PostgreSQL alike, of two processes
+    racing for the lease exactly one sees rowcount 1. A lease whose holder is a dead
+    process on this machine is taken over at once (a kill -9 leaves it behind).
+    """
+    now = utcnow()
+    expires = now + timedelta(seconds=LEASE_SECONDS)
+    with engine.begin() as connection:
+        taken = connection.execute(
+            sa.update(CAMPAIGN)
+            .where(CAMPAIGN.c.id == campaign_id)
+            .where(sa.or_(CAMPAIGN.c.lease_owner.is_(None), CAMPAIGN.c.lease_owner == owner,
+                          CAMPAIGN.c.lease_expires_at < now))
+            .values(lease_owner=owner, lease_expires_at=expires)
+        ).rowcount
+        if taken:
+            return None
+        holder = connection.execute(
+            sa.select(CAMPAIGN.c.lease_owner).where(CAMPAIGN.c.id == campaign_id)
+        ).scalar()
+        if holder and _owner_is_dead(holder):
+            taken = connection.execute(
+                sa.update(CAMPAIGN)
+                .where(CAMPAIGN.c.id == campaign_id, CAMPAIGN.c.lease_owner == holder)
+                .values(lease_owner=owner, lease_expires_at=expires)
+            ).rowcount
+            if taken:
+                return None
+        return str(holder)
+
+
+def renew_lease(engine: Engine, campaign_id: int, owner: str) -> bool:
+    with engine.begin() as connection:
+        return bool(connection.execute(
+            sa.update(CAMPAIGN)
+            .where(CAMPAIGN.c.id == campaign_id, CAMPAIGN.c.lease_owner == owner)
+            .values(lease_expires_at=utcnow() + timedelta(seconds=LEASE_SECONDS))
+        ).rowcount)
+
+
+def release_lease(engine: Engine, campaign_id: int, owner: str, status: CampaignStatus,
+                  summary: dict[str, object]) -> None:
+    """Give the lease back and store the campaign's status and summary in one step."""
+    now = utcnow()
+    values: dict[str, object] = {"lease_owner": None, "lease_expires_at": None, "status": status,
+                                 "summary": summary}
+    if status == CampaignStatus.FINISHED:
+        values["finished_at"] = now
+    with engine.begin() as connection:
+        connection.execute(
+            sa.update(CAMPAIGN).where(CAMPAIGN.c.id == campaign_id, CAMPAIGN.c.lease_owner == owner)
+            .values(**values)
+        )

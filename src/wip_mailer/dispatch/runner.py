@@ -1,0 +1,330 @@
+"""The runner: N sending threads fed by one coordinator that owns every database write.
+
+    coordinator (calling thread)             sender threads (one SMTP connection each)
+    ─ claims batches of rows ──work queue──> build message → rate limit → journal B →
+    ─ flushes results every 100 / 50 ms <──results queue── SMTP → journal A|R → result
+    ─ renews the campaign lease, reports progress
+
+smtplib releases the GIL while it waits on the socket, so threads overlap their I/O.
+Only the coordinator talks to the database: SQLite sees one writer per process, and
+a flush is one transaction however many results it carries.
+
+Exactly-once, precisely: a row is ``sent`` only after a 2xx; a row is claimed by one
+runner only; after a crash, ``ledger.recover_orphans`` reads the journal, so the rows
+left in doubt are the messages whose data had been handed to the server and whose
+reply was not yet journaled — at most one per connection.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import Engine
+
+from wip_mailer.db import utcnow
+from wip_mailer.dispatch import ledger
+from wip_mailer.dispatch.connection import Connection, Outcome, SenderRefusedError, SendResult
+from wip_mailer.dispatch.journal import Journal
+from wip_mailer.dispatch.ledger import Claim, Result
+from wip_mailer.dispatch.ratelimit import Pacer
+from wip_mailer.errors import DeliveryError, InvalidInputError
+from wip_mailer.models import DeliveryState
+from wip_mailer.personalise import Addressee, MessageTemplate, Outgoing
+from wip_mailer.settings import Settings
+
+CLAIM_BATCH = 100
+FLUSH_RESULTS = 100
+FLUSH_SECONDS = 0.05
+RENEW_SECONDS = 5.0
+RESEND_ON_NEW_CONNECTION = 3  # times a message is resent after a 421 or a dropped session
+CONNECT_ATTEMPTS = 4  # per thread, with 0.5, 1, 2 s pauses, before the run stops
+FAILURE_BREAKER = 50  # this many permanent failures in a row with no success: stop and pause
+
+
+@dataclass
+class RunCounts:
+    """What happened in this run (the ledger holds the campaign's totals)."""
+
+    sent: int = 0
+    deferred: int = 0
+    failed: int = 0
+    skipped: int = 0
+    in_doubt: int = 0
+
+    def add(self, state: str) -> None:
+        if state in ("sent", "deferred", "failed", "skipped", "in_doubt"):
+            setattr(self, state, getattr(self, state) + 1)
+
+
+@dataclass
+class _Item:
+    claim: Claim
+    resends: int = 0
+
+
+@dataclass
+class _Requeue:
+    item: _Item
+
+
+@dataclass
+class RunOutcome:
+    counts: RunCounts = field(default_factory=RunCounts)
+    interrupted: bool = False
+    error: DeliveryError | None = None
+    lease_lost: bool = False
+
+
+class Runner:
+    def __init__(self, engine: Engine, settings: Settings, *, campaign_id: int, list_ids: Sequence[int],
+                 template: MessageTemplate, worker: str, journal: Journal, connections: int,
+                 pacer: Pacer, lease_owner: str | None,
+                 on_progress: Callable[[RunCounts], None] | None = None,
+                 on_note: Callable[[str], None] | None = None):
+        self.engine = engine
+        self.settings = settings
+        self.campaign_id = campaign_id
+        self.list_ids = list(list_ids)
+        self.template = template
+        self.worker = worker
+        self.journal = journal
+        self.connections = max(1, connections)
+        self.pacer = pacer
+        self.lease_owner = lease_owner
+        self.on_progress = on_progress
+        self.on_note = on_note
+        self.stop = threading.Event()
+        self.work: queue.Queue[_Item | None] = queue.Queue()
+        self.results: queue.Queue[Result | _Requeue] = queue.Queue()
+        self.outcome = RunOutcome()
+        self._pending: list[Result] = []
+        self._outstanding = 0  # items handed to threads whose result has not come back
+        self._fatal: DeliveryError | None = None
+        self._failures_in_row = 0
+        # Claims run ahead of sending by at most ~half a second at the configured rate, so an
+        # unsubscribe is honoured for every row not yet claimed (checked at claim time).
+        per_second = settings.rate_per_second or (settings.rate_per_hour / 3600.0)
+        self.batch = CLAIM_BATCH if not pacer.limited else max(
+            self.connections, min(CLAIM_BATCH, int(per_second / 2)))
+
+    # ---- coordinator --------------------------------------------------------------------
+    def run(self) -> RunOutcome:
+        threads = [threading.Thread(target=self._sender, name=f"wip-sender-{n}", daemon=True)
+                   for n in range(self.connections)]
+        for thread in threads:
+            thread.start()
+        try:
+            try:
+                self._loop()
+            except KeyboardInterrupt:
+                self.outcome.interrupted = True
+                self._note("Interrupted: finishing the messages in flight (Ctrl-C again to stop at once) ...")
+            self.stop.set()
+            self._drain()
+        finally:
+            for _ in threads:
+                self.work.put(None)
+        for thread in threads:
+            thread.join(timeout=self.settings.smtp_timeout + 5)
+        self.outcome.error = self._fatal
+        return self.outcome
+
+    def _loop(self) -> None:
+        exhausted_at: float | None = None
+        last_flush = last_renew = time.monotonic()
+        while not self.stop.is_set():
+            now = time.monotonic()
+            if exhausted_at is not None and now - exhausted_at > 1.0:
+                exhausted_at = None  # look again: deferred rows may have come due
+            if exhausted_at is None and self.work.qsize() < self.batch // 2 + self.connections:
+                claims, skipped = ledger.claim_batch(self.engine, self.campaign_id, self.list_ids,
+                                                     self.worker, self.batch)
+                self.outcome.counts.skipped += skipped
+                for claim in claims:
+                    self.work.put(_Item(claim))
+                self._outstanding += len(claims)
+                if not claims and not skipped:
+                    exhausted_at = now
+            self._collect(timeout=0.01)
+            now = time.monotonic()
+            if len(self._pending) >= FLUSH_RESULTS or (self._pending and now - last_flush >= FLUSH_SECONDS):
+                self._flush()
+                last_flush = now
+            if now - last_renew >= RENEW_SECONDS:
+                self._renew()
+                last_renew = now
+            if exhausted_at is not None and self._outstanding == 0:
+                self._flush()
+                if not self._wait_for_retries():
+                    return
+                exhausted_at = None
+
+    def _wait_for_retries(self) -> bool:
+        """Sleep until the next deferred row is due; False when there is none (the run is done)."""
+        due = ledger.next_retry_at(self.engine, self.campaign_id)
+        if due is None:
+            return False
+        seconds = (due - utcnow()).total_seconds()
+        if seconds > 0:
+            self._note(f"Waiting {seconds:.0f} s for the next retry of deferred recipients "
+                       "(Ctrl-C pauses) ...")
+            deadline = time.monotonic() + seconds
+            while not self.stop.is_set() and time.monotonic() < deadline:
+                self.stop.wait(min(1.0, max(0.0, deadline - time.monotonic())))
+                self._renew_if_due()
+        return True
+
+    _last_wait_renew = 0.0
+
+    def _renew_if_due(self) -> None:
+        if time.monotonic() - self._last_wait_renew >= RENEW_SECONDS:
+            self._renew()
+            self._last_wait_renew = time.monotonic()
+
+    def _collect(self, timeout: float) -> None:
+        try:
+            item = self.results.get(timeout=timeout)
+        except queue.Empty:
+            return
+        received = 0
+        while True:
+            if isinstance(item, _Requeue):
+                self.work.put(item.item)
+            else:
+                self._pending.append(item)
+                self._outstanding -= 1
+                received += 1
+                self.outcome.counts.add(item.state)
+            try:
+                item = self.results.get_nowait()
+            except queue.Empty:
+                break
+        if received and self.on_progress is not None:
+            self.on_progress(self.outcome.counts)
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        try:
+            ledger.record_results(self.engine, pending)
+        except BaseException:
+            self._pending = pending + self._pending  # kept for the next flush; the journal has them too
+            raise
+
+    def _renew(self) -> None:
+        if self.lease_owner and not ledger.renew_lease(self.engine, self.campaign_id, self.lease_owner):
+            self.outcome.lease_lost = True
+            self._fatal = DeliveryError(
+                f"Campaign {self.campaign_id} was taken over by another process; this send stopped."
+            )
+            self.stop.set()
+
+    def _drain(self) -> None:
+        """After a stop: let the threads finish what they hold, hand back the rest, flush."""
+        deadline = time.monotonic() + self.settings.smtp_timeout * 2 + 10
+        while self._outstanding > 0 and time.monotonic() < deadline:
+            self._collect(timeout=0.05)  # the threads hand back every item they have not started
+        self._flush()
+
+    def _note(self, text: str) -> None:
+        if self.on_note is not None:
+            self.on_note(text)
+
+    # ---- sender threads -----------------------------------------------------------------
+    def _sender(self) -> None:
+        connection = Connection(self.settings)
+        try:
+            while True:
+                item = self.work.get()
+                if item is None:
+                    return
+                if self.stop.is_set():
+                    self.results.put(self._hand_back(item))
+                    continue
+                try:
+                    self.results.put(self._deliver(connection, item))
+                except DeliveryError as exc:  # cannot connect, or the sender is refused
+                    self._fatal = self._fatal or exc
+                    self.stop.set()
+                    self.results.put(self._hand_back(item))
+                except Exception as exc:  # a bug must not lose the row: hand it back, stop the run
+                    self._fatal = self._fatal or DeliveryError(
+                        f"Sending stopped on an unexpected error: {exc!r}.")
+                    self.stop.set()
+                    self.results.put(self._hand_back(item))
+        finally:
+            connection.close()
+
+    @staticmethod
+    def _hand_back(item: _Item) -> Result:
+        claim = item.claim
+        return Result(claim.delivery_id, claim.email, DeliveryState.QUEUED, "")
+
+    def _deliver(self, connection: Connection, item: _Item) -> Result | _Requeue:
+        claim = item.claim
+        try:
+            message = self.template.build(Addressee(claim.email, claim.name, claim.subscriber_id,
+                                                    claim.list_id, claim.delivery_id))
+        except InvalidInputError as exc:  # e.g. a name with a line break: refused, never sent
+            return Result(claim.delivery_id, claim.email, DeliveryState.FAILED, f"not sent: {exc}")
+        self.pacer.wait(self.stop)
+        result = self._send_with_reconnect(connection, message, claim.delivery_id)
+        if result.outcome is Outcome.ACCEPTED:
+            self.journal.accepted(claim.delivery_id)
+            self._failures_in_row = 0
+            return Result(claim.delivery_id, claim.email, DeliveryState.SENT, result.reply,
+                          message.message_id)
+        if result.outcome is Outcome.IN_DOUBT:
+            return Result(claim.delivery_id, claim.email, DeliveryState.IN_DOUBT, f"in doubt: {result.reply}",
+                          message.message_id)
+        self.journal.rejected(claim.delivery_id)
+        if result.outcome is Outcome.RETRY and item.resends < RESEND_ON_NEW_CONNECTION:
+            item.resends += 1
+            return _Requeue(item)
+        if result.outcome is Outcome.FAILED:
+            self._count_failure(result.reply)
+            return Result(claim.delivery_id, claim.email, DeliveryState.FAILED, result.reply,
+                          hard_bounce=result.hard_bounce)
+        return self._defer(claim, result.reply)
+
+    def _send_with_reconnect(self, connection: Connection, message: Outgoing, delivery_id: int) -> SendResult:
+        """Send, reconnecting after a failed connect with growing pauses before giving up."""
+        pause = 0.5
+        for attempt in range(CONNECT_ATTEMPTS):
+            try:
+                return connection.send(message, on_data=lambda: self.journal.begin(delivery_id))
+            except SenderRefusedError:
+                raise
+            except DeliveryError:
+                if attempt == CONNECT_ATTEMPTS - 1 or self.stop.is_set():
+                    raise
+                self.stop.wait(pause)
+                pause *= 2
+        raise AssertionError("unreachable")
+
+    def _defer(self, claim: Claim, reply: str) -> Result:
+        """Exponential backoff from the first attempt, until the retry deadline."""
+        now = utcnow()
+        delay = self.settings.retry_base_seconds * 2 ** max(claim.attempts - 1, 0)
+        next_attempt = now + timedelta(seconds=delay)
+        deadline = claim.first_attempt_at + timedelta(seconds=self.settings.retry_deadline_seconds)
+        if next_attempt > deadline:
+            return Result(claim.delivery_id, claim.email, DeliveryState.FAILED,
+                          f"gave up after {claim.attempts} attempts (retry deadline reached); "
+                          f"last reply: {reply}")
+        return Result(claim.delivery_id, claim.email, DeliveryState.DEFERRED, reply,
+                      next_attempt_at=next_attempt)
+
+    def _count_failure(self, reply: str) -> None:
+        # Shared counter, updated from several threads: a lost increment only delays the breaker.
+        self._failures_in_row += 1
+        if self._failures_in_row >= FAILURE_BREAKER:
+            self._fatal = self._fatal or DeliveryError(
+                f"The SMTP server refused {self._failures_in_row} recipients in a row (last: {reply}); "
+                "sending stopped so that a server problem does not fail the whole list."
+            )
+            self.stop.set()

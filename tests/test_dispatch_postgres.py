@@ -1,0 +1,80 @@
+"""Two runners on one campaign in PostgreSQL (FOR UPDATE SKIP LOCKED claims): each recipient once."""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import Engine
+
+from tests.dispatch_helpers import make_audience, make_edition, rendered_edition
+from tests.smtp_server import SmtpTestServer
+from wip_mailer import db
+from wip_mailer.dispatch import ledger
+from wip_mailer.dispatch.journal import Journal
+from wip_mailer.dispatch.ratelimit import Pacer
+from wip_mailer.dispatch.runner import Runner
+from wip_mailer.personalise import MessageTemplate
+from wip_mailer.settings import Settings
+
+pytestmark = pytest.mark.postgres
+SERVER_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture
+def pg_engine() -> Iterator[Engine]:
+    """A fresh database on the local PostgreSQL, dropped afterwards."""
+    try:
+        admin = sa.create_engine(SERVER_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            name = f"wip_dispatch_{secrets.token_hex(4)}"
+            connection.exec_driver_sql(f"CREATE DATABASE {name}")
+    except Exception as exc:  # no server, no psycopg: say so instead of failing
+        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not usable: {type(exc).__name__}: {exc}")
+    engine = db.create_database(SERVER_URL.rsplit("/", 1)[0] + f"/{name}")
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
+        admin.dispose()
+
+
+def test_two_runners_share_one_campaign_and_send_each_recipient_once(
+        pg_engine: Engine, settings: Settings, smtp_server: SmtpTestServer, workdir: Path) -> None:
+    from tests.test_dispatch import start_campaign
+
+    settings = dataclasses.replace(settings, smtp_port=smtp_server.port, journal_dir=str(workdir / "j"))
+    make_edition(pg_engine)
+    emails = make_audience(pg_engine, 400)
+    campaign_id = start_campaign(pg_engine)
+    smtp_server.faults.data_delay_seconds = 0.002
+    runners = []
+    for n in range(2):
+        worker = f"worker-{n}"
+        engine = db.make_engine(pg_engine.url.render_as_string(hide_password=False))  # its own pool
+        runners.append(Runner(
+            engine, settings, campaign_id=campaign_id, list_ids=[1],
+            template=MessageTemplate(settings, rendered_edition(), campaign_id=campaign_id),
+            worker=worker, journal=Journal(Path(settings.journal_dir), campaign_id, worker),
+            connections=2, pacer=Pacer(), lease_owner=None,
+        ))
+    threads = [threading.Thread(target=runner.run) for runner in runners]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert smtp_server.received_by_address() == dict.fromkeys(emails, 1)
+    shares = [runner.outcome.counts.sent for runner in runners]
+    assert sum(shares) == 400 and min(shares) > 0  # both did real work
+    with pg_engine.connect() as connection:
+        assert ledger.state_counts(connection, campaign_id)["sent"] == 400
+        claimed = connection.exec_driver_sql(
+            "SELECT count(*) FROM delivery WHERE worker IS NOT NULL").scalar()
+    assert claimed == 0  # every row settled: no claim left behind
