@@ -52,7 +52,7 @@ def test_two_runners_share_one_campaign_and_send_each_recipient_once(
 
     settings = dataclasses.replace(settings, smtp_port=smtp_server.port, journal_dir=str(workdir / "j"))
     make_edition(pg_engine)
-    emails = make_audience(pg_engine, 400)
+    emails = make_audience(pg_engine, 1200)
     campaign_id = start_campaign(pg_engine)
     smtp_server.faults.data_delay_seconds = 0.002
     runners = []
@@ -72,9 +72,9 @@ def test_two_runners_share_one_campaign_and_send_each_recipient_once(
         thread.join()
     assert smtp_server.received_by_address() == dict.fromkeys(emails, 1)
     shares = [runner.outcome.counts.sent for runner in runners]
-    assert sum(shares) == 400 and min(shares) > 0  # both did real work
+    assert sum(shares) == 1200 and min(shares) > 0  # both did real work
     with pg_engine.connect() as connection:
-        assert ledger.state_counts(connection, campaign_id)["sent"] == 400
+        assert ledger.state_counts(connection, campaign_id)["sent"] == 1200
         claimed = connection.exec_driver_sql(
             "SELECT count(*) FROM delivery WHERE worker IS NOT NULL").scalar()
     assert claimed == 0  # every row settled: no claim left behind

@@ -30,8 +30,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from email.header import Header
 from email.utils import format_datetime, formataddr, parseaddr
+from functools import lru_cache
 from pathlib import Path
-from urllib.parse import quote
 
 from wip_mailer.db import utcnow
 from wip_mailer.errors import InvalidInputError, SettingsError
@@ -89,9 +89,16 @@ class Outgoing:
 
 # --- personal links and identifiers --------------------------------------------------------
 
+@lru_cache(maxsize=8)
+def _keyed(secret: str) -> hmac.HMAC:
+    # The keyed HMAC state, copied per use: hmac.new() per message costs a third more.
+    return hmac.new(secret.encode(), digestmod=hashlib.sha256)
+
+
 def _tag(secret: str, purpose: str, value: str, length: int = 10) -> str:
-    digest = hmac.new(secret.encode(), f"{purpose}:{value}".encode(), hashlib.sha256).hexdigest()
-    return digest[:length]
+    mac = _keyed(secret).copy()
+    mac.update(f"{purpose}:{value}".encode())
+    return mac.hexdigest()[:length]
 
 
 def _message_id(secret: str, domain: str, campaign_id: int, delivery_id: int) -> str:
@@ -359,7 +366,7 @@ class MessageTemplate:
         unsub, prefs = self.personal_urls(addressee)
         unsub_header = f"List-Unsubscribe: <{unsub}>"
         if self._bounce_address:
-            subject = quote(f"unsubscribe {unsub.rpartition('/')[2]}")
+            subject = "unsubscribe%20" + unsub.rpartition("/")[2]  # the token is URL-safe
             unsub_header += f",\r\n <mailto:{self._bounce_address}?subject={subject}>"
         headers = (
             f"To: {mailbox_header(addressee.name, recipient)}\r\n"

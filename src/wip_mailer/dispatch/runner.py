@@ -37,9 +37,9 @@ from wip_mailer.models import DeliveryState
 from wip_mailer.personalise import Addressee, MessageTemplate, Outgoing
 from wip_mailer.settings import Settings
 
-CLAIM_BATCH = 100
-FLUSH_RESULTS = 100
-FLUSH_SECONDS = 0.05
+CLAIM_BATCH = 400
+FLUSH_RESULTS = 400
+FLUSH_SECONDS = 0.2
 RENEW_SECONDS = 5.0
 RESEND_ON_NEW_CONNECTION = 3  # times a message is resent after a 421 or a dropped session
 CONNECT_ATTEMPTS = 4  # per thread, with 0.5, 1, 2 s pauses, before the run stops
