@@ -137,7 +137,7 @@ def editions_show(app: App, slug: str, as_json: bool) -> None:
 
 @editions_group.command("set-status")
 @click.argument("slug")
-@click.argument("status", type=click.Choice([EditionStatus.DRAFT, EditionStatus.READY]))
+@click.argument("status", type=click.Choice([EditionStatus.DRAFT.value, EditionStatus.READY.value]))
 @pass_app
 def editions_set_status(app: App, slug: str, status: str) -> None:
     """Mark an edition ready (or back to draft); sending moves it further.
