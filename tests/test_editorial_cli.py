@@ -98,6 +98,8 @@ def test_add_edit_reject_and_editions_show(desk) -> None:
     )
     rejected = desk("items", "reject", "1", "--by", "ada")
     assert rejected.stdout == "Rejected 1 of 1 items.\n"
+    again = desk("items", "reject", "1", "--by", "ada")
+    assert again.stdout == "Rejected 0 of 1 items (1 already rejected).\n"
     shown = desk("editions", "show", "2026-11")
     assert shown.stdout == (
         "Edition 2026-11: Novembre-Dicembre 2026 [draft]\n"
