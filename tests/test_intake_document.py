@@ -242,3 +242,16 @@ def test_example_edition_in_the_repository_parses() -> None:
 )
 def test_image_descriptions(text: str, expected: bool) -> None:
     assert is_image_description(text) is expected
+
+
+def test_an_item_title_starting_like_a_section_name_stays_an_item() -> None:
+    doc = parse_document(
+        "# News\n\n## News from the twinning network\n\n**4 May**\n\nThree cities join the network.\n\n"
+        "## Coming soon: a new portal\n\n**June**\n\nThe portal opens in June.\n\n"
+        "## Top News May-June 2025\n\n### Solo title\n\n**8 May**\n"
+    )
+    assert [(s.name, [i.title for i in s.items]) for s in doc.sections] == [
+        ("News", ["News from the twinning network", "Coming soon: a new portal"]),
+        ("Top News", ["Solo title"]),
+    ]
+    assert [str(w) for w in doc.warnings] == ["line 17: item 'Solo title' has no text."]

@@ -40,6 +40,11 @@ def _body(body: str | None, body_file: Path | None) -> str | None:
     return body
 
 
+def _decided(verb: str, changed: int, asked: int, status: str) -> str:
+    already = f" ({asked - changed} already {status})" if asked > changed else ""
+    return f"{verb} {changed} of {asked} items{already}."
+
+
 def _dates(item: Item) -> str:
     if item.start_date is None and item.end_date is None:
         return "-"
@@ -137,7 +142,7 @@ def editions_show(app: App, slug: str, as_json: bool) -> None:
 
 @editions_group.command("set-status")
 @click.argument("slug")
-@click.argument("status", type=click.Choice([EditionStatus.DRAFT, EditionStatus.READY]))
+@click.argument("status", type=click.Choice([EditionStatus.DRAFT.value, EditionStatus.READY.value]))
 @pass_app
 def editions_set_status(app: App, slug: str, status: str) -> None:
     """Mark an edition ready (or back to draft); sending moves it further.
@@ -264,7 +269,7 @@ def items_show(app: App, item_id: int, as_json: bool) -> None:
     click.echo(f"Item {data['id']} of edition '{data['edition']}', {data['section']} [{data['status']}"
                + (f" by {data['status_by']}" if data["status_by"] else "") + "]")
     click.echo(f"Title: {data['title']}")
-    click.echo(f"Date:  {data['date_label'] or '-'} ({_dates(item)})")
+    click.echo(f"Date:  {item.date_label} ({_dates(item)})" if item.date_label else "Date:  -")
     if item.image_url or item.image_alt:
         click.echo(f"Image: {item.image_url or '(no URL)'} — {item.image_alt or ''}")
     for link in item.links:
@@ -296,7 +301,7 @@ def items_approve(app: App, item_ids: tuple[int, ...], approve_all: bool, slug: 
             click.echo(f"Approved {changed} items of edition '{slug}' ({total} approved in all).")
         else:
             items = editorial.approve_items(session, item_ids, by)
-            click.echo(f"Approved {len(items)} of {len(set(item_ids))} items.")
+            click.echo(_decided("Approved", len(items), len(set(item_ids)), "approved"))
 
 
 @items_group.command("reject")
@@ -310,7 +315,7 @@ def items_reject(app: App, item_ids: tuple[int, ...], by: str) -> None:
     """
     with db.session_scope(app.engine) as session:
         items = editorial.reject_items(session, item_ids, by)
-        click.echo(f"Rejected {len(items)} of {len(set(item_ids))} items.")
+        click.echo(_decided("Rejected", len(items), len(set(item_ids)), "rejected"))
 
 
 @items_group.command("move")

@@ -245,7 +245,9 @@ def _blocks(source: str) -> list[_Block]:
 def _known_section(text: str) -> tuple[str, SectionKind] | None:
     normal = normalise_name(text)
     for name, kind in KNOWN_SECTIONS.items():
-        if normal == name or normal.startswith(name + " "):
+        # "Top News gennaio-febbraio 2024" is the section; "News from Lyon" is an item title.
+        rest = normal[len(name):].strip() if normal.startswith(name + " ") else None
+        if normal == name or (rest and parse_date_label(rest, year=2000) is not None):
             words = len(name.split())
             original = " ".join(re.sub(r"[*_#]", "", text).split()[:words])
             return original.rstrip(":"), kind
@@ -371,6 +373,7 @@ def parse_document(source: str) -> ParsedDocument:
         block = blocks[i]
         known = _known_section(block.text) if block.kind in ("heading", "bold") else None
         if known or (block.kind == "heading" and _is_custom_section(blocks, i)):
+            _check_text(doc, item)
             name, kind = known or (block.text, SectionKind.NEWS)
             doc.known_sections += bool(known)
             section = ParsedSection(name, kind, block.line)
@@ -393,8 +396,7 @@ def parse_document(source: str) -> ParsedDocument:
                 item.date_label, item.date_line = _strip_markup(block.text), block.line
                 title_just_seen = False
                 continue
-            if item is not None and not item.body_parts:
-                doc.warnings.append(ImportWarning(item.line, f"item {item.title!r} has no text."))
+            _check_text(doc, item)
             item = ParsedItem(_strip_markup(block.text), block.line, section.name)
             section.items.append(item)
             title_just_seen = True
@@ -441,7 +443,10 @@ def parse_document(source: str) -> ParsedDocument:
         else:
             item.body_parts.append(block.raw)
             item._last_plain = block.text
-    if item is not None and not item.body_parts and item.date_label is None and section is not None \
-            and section.kind == SectionKind.NEWS:
-        doc.warnings.append(ImportWarning(item.line, f"item {item.title!r} has no text."))
+    _check_text(doc, item)
     return doc
+
+
+def _check_text(doc: ParsedDocument, item: ParsedItem | None) -> None:
+    if item is not None and not item.body_parts:
+        doc.warnings.append(ImportWarning(item.line, f"item {item.title!r} has no text."))
