@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import Engine
 
+from tests.postgres import pg_engine  # noqa: F401  (a fixture for every test module)
 from tests.smtp_server import SmtpTestServer
 from wip_mailer import db
 from wip_mailer.cli import main
@@ -20,6 +21,18 @@ from wip_mailer.settings import Settings, load_settings
 REPO = Path(__file__).resolve().parents[1]
 SEED = REPO.parent / "shared" / "seed" / "work-in-progress-2024-01-gennaio-febbraio.md"
 TEST_SECRET = "test-secret-key-0123456789abcdefghijklmnop"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """On CI, where .ci/run installs Chromium and PostgreSQL runs, such a test may not skip."""
+    outcome = yield
+    report = outcome.get_result()
+    needs_ci_service = "pg_engine" in getattr(item, "fixturenames", ()) or any(
+        item.iter_markers(name) for name in ("postgres", "chromium"))
+    if report.skipped and needs_ci_service and os.environ.get("CI"):
+        report.outcome = "failed"
+        report.longrepr = f"CI provides this test's service, yet it skipped: {report.longrepr}"
 
 
 @pytest.fixture(autouse=True)

@@ -1,8 +1,8 @@
-"""A throw-away PostgreSQL database for tests that need one (the server is shared)."""
+"""A throw-away PostgreSQL database for the tests that need one (the server is shared)."""
 
 from __future__ import annotations
 
-import uuid
+import secrets
 from collections.abc import Iterator
 
 import pytest
@@ -11,23 +11,24 @@ from sqlalchemy import Engine
 
 from wip_mailer import db
 
+SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
+
 
 @pytest.fixture
 def pg_engine() -> Iterator[Engine]:
-    """A throw-away PostgreSQL database (other helpers share the server)."""
-    admin_url = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    """A fresh database on the local PostgreSQL at the current schema, dropped afterwards."""
+    name = f"wip_test_{secrets.token_hex(5)}"
     try:
-        admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        admin = sa.create_engine(f"{SERVER}/test", isolation_level="AUTOCOMMIT")
         with admin.connect() as connection:
-            name = f"wip_audience_{uuid.uuid4().hex[:10]}"
             connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    except Exception as exc:  # the server is absent on this machine
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not usable: {exc}")
-    engine = db.create_database(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
+    except Exception as exc:  # no server or no psycopg here: say so (CI turns this into a failure)
+        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not usable: {type(exc).__name__}: {exc}")
+    engine = db.create_database(f"{SERVER}/{name}")
     try:
         yield engine
     finally:
         engine.dispose()
         with admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE "{name}"')
+            connection.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
         admin.dispose()

@@ -11,7 +11,6 @@ import sqlalchemy as sa
 from sqlmodel import select
 
 from tests.conftest import REPO
-from tests.postgres import pg_engine  # noqa: F401  (fixture)
 from wip_mailer import db
 from wip_mailer.audience import csv_import, lists, select_recipients, subscribers
 from wip_mailer.errors import InvalidInputError
@@ -230,7 +229,7 @@ def test_example_file_in_the_repository_imports_cleanly(engine, settings, stampa
 
 
 @pytest.mark.postgres
-def test_import_and_reimport_on_postgresql(pg_engine, settings, tmp_path) -> None:  # noqa: F811
+def test_import_and_reimport_on_postgresql(pg_engine, settings, tmp_path) -> None:
     with db.session_scope(pg_engine) as session:
         lists.create_list(session, "stampa")
     source = _write(tmp_path / "contatti.csv", MESSY)

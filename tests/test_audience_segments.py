@@ -6,7 +6,6 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import Engine
 
-from tests.postgres import pg_engine  # noqa: F401  (fixture)
 from wip_mailer import db
 from wip_mailer.audience import (
     InvalidSegmentError,
@@ -81,7 +80,7 @@ def test_segments_on_sqlite(engine) -> None:
 
 
 @pytest.mark.postgres
-def test_segments_on_postgresql(pg_engine) -> None:  # noqa: F811
+def test_segments_on_postgresql(pg_engine) -> None:
     _check_cases(pg_engine)
 
 

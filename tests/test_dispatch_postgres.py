@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import secrets
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from sqlalchemy import Engine
 
 from tests.dispatch_helpers import make_audience, make_edition, rendered_edition
@@ -23,27 +20,6 @@ from wip_mailer.personalise import MessageTemplate
 from wip_mailer.settings import Settings
 
 pytestmark = pytest.mark.postgres
-SERVER_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-
-
-@pytest.fixture
-def pg_engine() -> Iterator[Engine]:
-    """A fresh database on the local PostgreSQL, dropped afterwards."""
-    try:
-        admin = sa.create_engine(SERVER_URL, isolation_level="AUTOCOMMIT")
-        with admin.connect() as connection:
-            name = f"wip_dispatch_{secrets.token_hex(4)}"
-            connection.exec_driver_sql(f"CREATE DATABASE {name}")
-    except Exception as exc:  # no server, no psycopg: say so instead of failing
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not usable: {type(exc).__name__}: {exc}")
-    engine = db.create_database(SERVER_URL.rsplit("/", 1)[0] + f"/{name}")
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
-        admin.dispose()
 
 
 def test_two_runners_share_one_campaign_and_send_each_recipient_once(

@@ -3,36 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import secrets
 import threading
-from collections.abc import Iterator
 
 import pytest
 
 from tests.schedule_helpers import in_seconds, make_edition, row, service_thread, wait_until
-from wip_mailer import db
 from wip_mailer import schedule as core
 
 pytestmark = pytest.mark.postgres
-ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
-
-
-@pytest.fixture
-def pg_engine(settings) -> Iterator:
-    psycopg = pytest.importorskip("psycopg")
-    name = f"wip_schedule_{secrets.token_hex(4)}"
-    try:
-        admin = psycopg.connect(ADMIN, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL is not reachable at 127.0.0.1:5432: {exc}")
-    admin.execute(f'CREATE DATABASE "{name}"')
-    engine = db.create_database(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        admin.close()
 
 
 def test_a_job_fires_once_on_postgresql(pg_engine, settings, smtp_server) -> None:
