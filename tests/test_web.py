@@ -275,11 +275,14 @@ def test_subscribe_form_feeds_double_opt_in(site, engine, smtp_server, member) -
     assert (event.kind, event.source, event.ip) == ("request", "subscribe form", "127.0.0.1")
 
 
-def test_serve_command_in_a_subprocess(settings, engine, member) -> None:
+def test_serve_command_in_a_subprocess(settings, engine, member, workdir) -> None:
     subscriber_id, stampa_id, _ = member
     port = int(settings.base_url.rsplit(":", 1)[1])
+    archive = workdir / "archive"
+    (archive / "2024-01").mkdir(parents=True)
+    (archive / "2024-01" / "index.html").write_text("<h1>Gennaio-Febbraio</h1>", encoding="utf-8")
     process = subprocess.Popen(
-        [sys.executable, "-m", "wip_mailer", "serve", "--port", str(port)],
+        [sys.executable, "-m", "wip_mailer", "serve", "--port", str(port), "--archive", str(archive)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
@@ -298,6 +301,9 @@ def test_serve_command_in_a_subprocess(settings, engine, member) -> None:
                               data={"List-Unsubscribe": "One-Click"}, timeout=10)
         assert (response.status_code, response.headers.get("location")) == (200, None)
         assert _membership(engine, subscriber_id, stampa_id) == "unsubscribed"
+        page = httpx.get(f"{settings.base_url}/archive/2024-01/", timeout=10)
+        assert (page.status_code, page.text) == (200, "<h1>Gennaio-Febbraio</h1>")
+        assert httpx.get(f"{settings.base_url}/archive/../.env", timeout=10).status_code == 404
     finally:
         process.terminate()
         process.communicate(timeout=15)

@@ -8,6 +8,7 @@ A thin shell: each route reads the request, calls one function of
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine
@@ -16,7 +17,8 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from wip_mailer import db
 from wip_mailer.audience import selfservice
@@ -33,7 +35,10 @@ _HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Ro
 ONE_CLICK_SOURCE = "one-click (RFC 8058)"
 
 
-def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
+def create_app(settings: Settings, engine: Engine | None = None, *,
+               archive_dir: Path | None = None) -> Starlette:
+    """The ASGI app; with ``archive_dir`` it also serves `wip-mailer archive build`'s output
+    at /archive/ (the default WIP_MAILER_ARCHIVE_URL), so one small service is enough."""
     settings.require_secret_key()
     engine = engine or db.open_database(settings.database_url)
     pages = template_environment(settings)
@@ -130,11 +135,13 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
     async def health(_request: Request) -> Response:
         return PlainTextResponse("ok")
 
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/u/{token}", unsubscribe_page, methods=["GET", "POST"]),
         Route("/confirm/{token}", confirm_page, methods=["GET"]),
         Route("/preferences/{token}", preferences_page, methods=["GET", "POST"]),
         Route("/subscribe/{list_name}", subscribe_page, methods=["GET", "POST"]),
         Route("/healthz", health, methods=["GET"]),
     ]
+    if archive_dir is not None:
+        routes.append(Mount("/archive", StaticFiles(directory=archive_dir, html=True), name="archive"))
     return Starlette(routes=routes)
