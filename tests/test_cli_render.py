@@ -39,7 +39,7 @@ def test_check_passes_with_warnings_and_strict_fails(cli, sample: Path) -> None:
     assert result.exit_code == 0, result.output + result.stderr
     assert result.output.startswith(f"Edition {SLUG}: HTML ")
     assert "BLOCKING" not in result.output
-    assert "warning: " in result.output and "without a target" in result.output
+    assert "Warning: " in result.output and "without a target" in result.output
     assert "Ready to send, with " in result.output
     strict = cli("check", SLUG, "--strict")
     assert strict.exit_code == 1 and "Not ready (--strict)" in strict.output

@@ -65,7 +65,7 @@ def check(app: App, slug: str, strict: bool, as_json: bool) -> None:
         for message in report.blocking:
             click.echo(f"BLOCKING: {message}")
         for message in report.warnings:
-            click.echo(f"warning: {message}")
+            click.echo(f"Warning: {message}")
         if report.passes(strict):
             click.echo("Ready to send." if not report.warnings else
                        f"Ready to send, with {len(report.warnings)} warning(s).")
