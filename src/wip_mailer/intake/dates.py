@@ -79,6 +79,7 @@ def _normalise(label: str) -> str:
     text = re.sub(r"['’`]", " ", text)  # dall'8 → dall 8
     text = re.sub(r"(\d)\s*(?:°|º|ª|st|nd|rd|th)\b", r"\1", text)  # 1°, 1st
     text = re.sub(r"(?<=\d)\s*°", "", text)
+    text = re.sub(r"^\((.*)\)$", r"\1", text.strip())  # "(maggio)", as a date after a title
     text = re.sub(r"[.:;!]+\s*$", "", text.strip())
     return re.sub(r"\s+", " ", text).strip()
 
