@@ -71,6 +71,22 @@ class _Point:
     year: int | None = None
 
 
+# "29/03/2025", "29.3", "1/4/25": day first, as the office writes. Not before a month name:
+# there "5/6 marzo" is two days.
+_NUMERIC_DATE = re.compile(r"\b(\d{1,2})[./](\d{1,2})(?:[./](\d{4}|\d{2}))?\b(?!\s*(?:"
+                          + "|".join(sorted(MONTHS, key=len, reverse=True)) + r")\b)")
+_MONTH_NAMES = ["gennaio", "febbraio", "marzo", "aprile", "maggio", "giugno", "luglio", "agosto",
+                "settembre", "ottobre", "novembre", "dicembre"]
+
+
+def _numeric_to_words(match: re.Match[str]) -> str:
+    day, month, year = match[1], int(match[2]), match[3]
+    if not 1 <= month <= 12:
+        return match[0]
+    year_words = f" {2000 + int(year) if len(year) == 2 else year}" if year else ""
+    return f"{int(day)} {_MONTH_NAMES[month - 1]}{year_words}"
+
+
 def _normalise(label: str) -> str:
     text = unicodedata.normalize("NFKD", label)
     text = "".join(ch for ch in text if not unicodedata.combining(ch))
@@ -79,6 +95,8 @@ def _normalise(label: str) -> str:
     text = re.sub(r"['’`]", " ", text)  # dall'8 → dall 8
     text = re.sub(r"(\d)\s*(?:°|º|ª|st|nd|rd|th)\b", r"\1", text)  # 1°, 1st
     text = re.sub(r"(?<=\d)\s*°", "", text)
+    text = _NUMERIC_DATE.sub(_numeric_to_words, text)
+    text = re.sub(r"^\((.*)\)$", r"\1", text.strip())  # "(maggio)", as a date after a title
     text = re.sub(r"[.:;!]+\s*$", "", text.strip())
     return re.sub(r"\s+", " ", text).strip()
 

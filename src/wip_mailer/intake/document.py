@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -246,11 +247,14 @@ def _known_section(text: str) -> tuple[str, SectionKind] | None:
     normal = normalise_name(text)
     for name, kind in KNOWN_SECTIONS.items():
         # "Top News gennaio-febbraio 2024" is the section; "News from Lyon" is an item title.
-        rest = normal[len(name):].strip() if normal.startswith(name + " ") else None
+        if normal != name and not normal.startswith(name + " "):
+            continue
+        words = len(name.split())
+        original = re.sub(r"[*_#]", "", text).split()
+        # The period after the name keeps its own dashes: "Top News dicembre 2024 - gennaio 2025".
+        rest = " ".join(original[words:]).strip(" :|–—-")
         if normal == name or (rest and parse_date_label(rest, year=2000) is not None):
-            words = len(name.split())
-            original = " ".join(re.sub(r"[*_#]", "", text).split()[:words])
-            return original.rstrip(":"), kind
+            return " ".join(original[:words]).rstrip(":"), kind
     return None
 
 
@@ -301,26 +305,100 @@ def _lines_of(raw: str) -> list[str]:
     return [line.strip().rstrip("\\").strip() for line in raw.splitlines() if line.strip()]
 
 
+def _reads_as_date(text: str) -> bool:
+    return parse_date_label(text, year=2000) is not None
+
+
+_LEADING_EMPHASIS = re.compile(
+    r"^(?P<mark>\*\*|__|\*|_)(?P<label>[^*_]+?)(?P=mark)\s*[:|–—-]?\s*(?P<title>.*)$")
+_LEADING_LABEL = re.compile(r"^(?P<label>[^:|–—]+?)\s*(?::|\||\s[–—-]\s)\s*(?P<title>.+)$")
+_TRAILING_PARENS = re.compile(r"^(?P<title>.+?)\s*\((?P<label>[^()]+)\)$")
+_SEPARATOR = re.compile(r"\s*(?:\||,|\s[–—-]\s)\s*")
+
+
+def split_title_date(raw: str, is_date: Callable[[str], bool] = _reads_as_date) -> tuple[str, str | None]:
+    """A date written on the title's own line → (title, date label); else (title, None).
+
+    "Assemblea – 6 maggio", "Premio (fino al 30 giugno)", "Forum, 12 marzo", "20 maggio: Incontro",
+    "**8-9 maggio** Laboratorio". The date must read as one (``is_date``) and a title must remain.
+    """
+    raw = re.sub(r"^#{1,6}\s+|\s+#+\s*$", "", raw.strip())
+    plain = _strip_markup(raw)
+    candidates: list[tuple[str, str]] = []
+    if match := _LEADING_EMPHASIS.match(raw):
+        candidates.append((match["title"], match["label"]))
+    if match := _TRAILING_PARENS.match(plain):
+        candidates.append((match["title"], match["label"]))
+    # The longest date after a separator: "Festival – 28 marzo – 2 aprile" keeps both ends.
+    candidates.extend((plain[:m.start()], plain[m.end():]) for m in _SEPARATOR.finditer(plain))
+    if match := _LEADING_LABEL.match(plain):
+        candidates.append((match["title"], match["label"]))
+    for title, label in candidates:
+        title, label = _strip_markup(title).strip(" :|–—-"), _strip_markup(label).strip(" |")
+        if re.search(r"[^\W\d_]", title) and label and is_date(label):
+            return title, label
+    return plain, None
+
+
 def _split_entry(plain: str, raw: str) -> tuple[str, str | None]:
-    """ "Delegazione di studenti di Nagoya | marzo" → title and date label."""
+    """ "Delegazione di studenti di Nagoya | marzo" → title and date label; also "marzo | Delegazione",
+    "Delegazione – marzo", "Delegazione (marzo)"."""
     source = raw if "|" in raw else plain
     if "|" in source:
         title, _, label = source.rpartition("|")
-        return _strip_markup(title), _strip_markup(label) or None
-    match = re.match(r"^(?P<title>.+?)\s+[–—-]\s+(?P<label>[^–—-]+)$", plain)
-    if match and looks_like_date_label(match["label"]):
-        return match["title"].strip(), match["label"].strip()
-    return plain, None
+        title, label = _strip_markup(title), _strip_markup(label)
+        if looks_like_date_label(title) and not looks_like_date_label(label):
+            title, label = label, title  # the date written first
+        return title, label or None
+    return split_title_date(raw, looks_like_date_label)
 
 
 def _strip_markup(text: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"(\*\*|__|[*_`])", "", text)).strip()
 
 
+_HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
+_LINE_END_BREAK = re.compile(r"[ \t]*<br\s*/?>[ \t]*$", re.IGNORECASE | re.MULTILINE)
+_INLINE_BREAK = re.compile(r"[ \t]*<br\s*/?>[ \t]*", re.IGNORECASE)
+
+
+def clean_source(source: str) -> str:
+    """Remove what converters leave behind and Markdown would show as text, keeping every
+    line where it was (warnings quote line numbers): HTML comments, ``<br>`` tags, CRs."""
+    source = source.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+    source = _HTML_COMMENT.sub(lambda m: "\n" * m[0].count("\n"), source)
+    source = _LINE_END_BREAK.sub("  ", source)  # a Markdown hard break
+    # A <br> inside a line would need a new line (and shift the numbering): a space reads as well.
+    return _INLINE_BREAK.sub(" ", source)
+
+
+def _reference_definitions(source: str) -> dict[str, str]:
+    """Reference-style link definitions (``[1]: https://...``), by normalised label."""
+    env: dict[str, dict[str, dict[str, str]]] = {}
+    _parser.parse(source, env)
+    return {label: ref["href"] for label, ref in env.get("references", {}).items()}
+
+
+def _with_definitions(md: str, references: dict[str, str]) -> str:
+    """``md`` followed by the definitions of the reference links it uses: a definition is
+    usually at the end of the document, far from the item that is stored on its own."""
+    used = []
+    for label in re.findall(r"\]\[([^\]]+)\]|\[([^\]]+)\](?!\()", md):
+        name = label[0] or label[1]
+        key = " ".join(name.split()).upper()
+        if key in references and name not in used:
+            used.append(name)
+    if not used:
+        return md
+    definitions = "\n".join(f"[{name}]: {references[' '.join(name.split()).upper()]}" for name in used)
+    return f"{md}\n\n{definitions}"
+
+
 def parse_document(source: str) -> ParsedDocument:
     """Sections, items and edition metadata of a newsletter document; never raises on
     odd content, but reports it in ``warnings`` with line numbers."""
     doc = ParsedDocument()
+    source = clean_source(source)
     blocks = _blocks(source)
 
     # The contact footer: short multi-line paragraphs with an address, at the very end,
@@ -355,6 +433,24 @@ def parse_document(source: str) -> ParsedDocument:
                 first_section = 2
             while first_section < len(blocks) and blocks[first_section].kind == "para":
                 first_section += 1
+    # A heading with text under it is an item, even before the first section heading (one
+    # that is not recognised, say): the front matter never swallows news.
+    masthead_seen = False
+    for i, block in enumerate(blocks[:first_section]):
+        if block.kind != "heading":
+            continue
+        if block.level == 1 and not masthead_seen:
+            masthead_seen = True
+            continue
+        following = blocks[i + 1] if i + 1 < len(blocks) else None
+        if _is_period_label(block.text) or following is None:
+            continue
+        # A short line under a heading may be a credit ("a cura di ..."); a body is longer.
+        body_follows = following.kind == "para" and len(following.text) > 100
+        date_follows = following.kind in ("heading", "bold") and looks_like_date_label(following.text)
+        if body_follows or date_follows:
+            first_section = i
+            break
     for block in blocks[:first_section]:
         if block.kind == "heading" and doc.masthead is None and block.level == 1:
             doc.masthead = block.text
@@ -397,7 +493,8 @@ def parse_document(source: str) -> ParsedDocument:
                 title_just_seen = False
                 continue
             _check_text(doc, item)
-            item = ParsedItem(_strip_markup(block.text), block.line, section.name)
+            title, label = split_title_date(block.raw if block.kind == "bold" else block.raw.splitlines()[0])
+            item = ParsedItem(title, block.line, section.name, label, block.line if label else None)
             section.items.append(item)
             title_just_seen = True
             continue
@@ -444,7 +541,17 @@ def parse_document(source: str) -> ParsedDocument:
             item.body_parts.append(block.raw)
             item._last_plain = block.text
     _check_text(doc, item)
+    _finish(doc, _reference_definitions(source))
     return doc
+
+
+def _finish(doc: ParsedDocument, references: dict[str, str]) -> None:
+    for section in doc.sections:
+        if references and section.intro_parts:
+            section.intro_parts = [_with_definitions(section.intro_md, references)]
+        for item in section.items:
+            if references and item.body_parts:
+                item.body_parts = [_with_definitions(item.body_md, references)]
 
 
 def _check_text(doc: ParsedDocument, item: ParsedItem | None) -> None:

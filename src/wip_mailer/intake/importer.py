@@ -16,7 +16,13 @@ from sqlmodel import Session, select
 from wip_mailer import editorial
 from wip_mailer.db import utcnow
 from wip_mailer.errors import InvalidInputError, NotFoundError
-from wip_mailer.intake.document import ImportWarning, ParsedDocument, parse_document, source_key
+from wip_mailer.intake.document import (
+    ImportWarning,
+    ParsedDocument,
+    normalise_name,
+    parse_document,
+    source_key,
+)
 from wip_mailer.models import Edition, Item, ItemStatus
 
 MAX_DOCUMENT_BYTES = 5 * 1024 * 1024
@@ -183,7 +189,8 @@ def _store_metadata(edition: Edition, document: ParsedDocument, report: ImportRe
         meta["contact"] = list(document.contact_lines)
     if document.period_label:
         meta["period_label"] = document.period_label
-        if document.period_label.casefold() != edition.title.casefold():
+        # Only words count: "Marzo – Aprile 2025" (spaces, a dash of another width) is "Marzo-Aprile 2025".
+        if normalise_name(document.period_label) != normalise_name(edition.title):
             report.warnings.append(ImportWarning(0, f"the document is for {document.period_label!r} but "
                                                  f"edition '{edition.slug}' is {edition.title!r}."))
     edition.meta = meta

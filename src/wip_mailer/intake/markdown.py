@@ -9,6 +9,7 @@ a dead anchor.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -16,6 +17,7 @@ from urllib.parse import urlsplit
 
 import nh3
 from markdown_it import MarkdownIt
+from markdown_it.rules_core import StateCore
 from markdown_it.token import Token
 
 SAFE_SCHEMES = frozenset({"http", "https", "mailto"})
@@ -39,9 +41,56 @@ class Link:
         return {"text": self.text, "url": self.url, "placeholder": self.placeholder}
 
 
+_BARE_URL = re.compile(r"https?://[^\s<>\"]+", re.IGNORECASE)
+_URL_TAIL = ".,;:!?'\"’”»"
+
+
+def _url_end(url: str) -> str:
+    """A bare URL without the sentence's punctuation after it; a ")" only if it closes one in the URL."""
+    while url and (url[-1] in _URL_TAIL or (url[-1] == ")" and url.count(")") > url.count("("))):
+        url = url[:-1]
+    return url
+
+
+def _link_bare_urls(state: StateCore) -> None:
+    """Make a URL written as plain text ("see https://example.org.") a link, as mail clients
+    would (not all do, and the link check should see it too)."""
+    for block in state.tokens:
+        if block.type != "inline" or not block.children:
+            continue
+        children: list[Token] = []
+        in_link = 0
+        for child in block.children:
+            in_link += child.type == "link_open"
+            in_link -= child.type == "link_close"
+            if child.type != "text" or in_link or "://" not in child.content:
+                children.append(child)
+                continue
+            text, at = child.content, 0
+            for match in _BARE_URL.finditer(text):
+                url = _url_end(match[0])
+                if match.start() > at:
+                    children.append(_text_token(text[at:match.start()]))
+                opening = Token("link_open", "a", 1)
+                opening.attrs = {"href": url}
+                children += [opening, _text_token(url), Token("link_close", "a", -1)]
+                at = match.start() + len(url)
+            if at < len(text):
+                children.append(_text_token(text[at:]))
+        block.children = children
+
+
+def _text_token(content: str) -> Token:
+    token = Token("text", "", 0)
+    token.content = content
+    return token
+
+
 @lru_cache(maxsize=1)
 def _parser() -> MarkdownIt:
-    return MarkdownIt("commonmark", {"html": False})
+    parser = MarkdownIt("commonmark", {"html": False})
+    parser.core.ruler.push("bare_urls", _link_bare_urls)
+    return parser
 
 
 def usable_url(href: str | None) -> str | None:
