@@ -152,19 +152,21 @@ def _decode(path: Path) -> _Text:
         except UnicodeDecodeError:
             raise InvalidInputError(
                 f"The file {path} starts like UTF-16 text but is not; {_SAVE_AS}.") from None
+    if b"\x00" in data:  # no text encoding a spreadsheet writes without a BOM has NUL bytes
+        line = data[: data.index(b"\x00")].count(b"\n") + 1
+        raise InvalidInputError(f"The file {path} is not CSV text (a NUL byte on line {line}); {_SAVE_AS}.")
     has_bom = data.startswith(b"\xef\xbb\xbf")
     try:
         return _Text(data.decode("utf-8-sig"), "UTF-8", has_bom)
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-    if b"\x00" not in data:
-        # Excel's plain "CSV" on Windows writes the ANSI code page, Windows-1252 in Western
-        # Europe (a superset of Latin-1 for text). Valid UTF-8 never gets here, so a UTF-8
-        # file is never misread; cp1252 leaves five bytes undefined, which still refuse.
-        try:
-            return _Text(data.decode("cp1252"), "Windows-1252", False)
-        except UnicodeDecodeError:
-            pass
+    # Excel's plain "CSV" on Windows writes the ANSI code page, Windows-1252 in Western
+    # Europe (a superset of Latin-1 for text). Valid UTF-8 never gets here, so a UTF-8
+    # file is never misread; cp1252 leaves five bytes undefined, which still refuse.
+    try:
+        return _Text(data.decode("cp1252"), "Windows-1252", False)
+    except UnicodeDecodeError:
+        pass
     raise InvalidInputError(
         f"The file {path} is neither UTF-8 nor Windows-1252 text (first bad byte on line {line}); "
         f"{_SAVE_AS}."
