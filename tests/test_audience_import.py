@@ -60,8 +60,9 @@ def test_messy_file_imports_good_rows_and_reports_bad_ones(engine, settings, sta
     assert [(r.line, r.reason.split(":")[0]) for r in report.rejected] == [
         (3, "'not-an-address' is not a valid email address"),
         (4, "anna.rossi@example.org is a duplicate of line 2"),
-        (9, "'xx' is not a two-letter language code such as it or en"),
-        (10, "'QQ' is not a two-letter country code such as IT or FR"),
+        (9, "'xx' is not a language code such as it or en, nor a language name such as Italiano or English"),
+        (10, "'QQ' is not a two-letter country code such as IT or FR, nor a country name such as Italia or "
+             "France"),
         (11, "'two@@example.org' is not a valid email address"),
     ]
     with db.session_scope(engine) as session:
@@ -119,20 +120,23 @@ def test_comma_separated_without_bom_and_updates(engine, settings, stampa, tmp_p
 
 
 def test_unknown_header_is_a_file_error_before_any_row(engine, settings, stampa, tmp_path) -> None:
-    source = _write(tmp_path / "x.csv", "email;nome;phone\nok@example.org;A;1\n")
+    source = _write(tmp_path / "x.csv", "email;nome;phone number\nok@example.org;A;1\n")
     with pytest.raises(InvalidInputError) as caught:
         csv_import.import_csv(engine, settings, source, "stampa")
     assert str(caught.value) == (
-        f"The file {source} has the unknown column 'nome'; known columns are email, name, language, "
-        "organisation, country, tags, status, attr.NAME."
+        f"The file {source} has the unknown column 'phone number' (column 3); known columns are email, name, "
+        "language, organisation, country, tags, status, attr.NAME: rename it, or call it attr.phonenumber "
+        "to keep it as an attribute, or delete it."
     )
     assert _counts(engine) == (0, 0, 0)
 
 
-def test_not_utf8_names_the_line(engine, settings, stampa, tmp_path) -> None:
+def test_neither_utf8_nor_windows_1252_names_the_line(engine, settings, stampa, tmp_path) -> None:
     source = tmp_path / "latin1.csv"
-    source.write_bytes("email;name\nok@example.org;Mario\nx@example.org;Niccolò\n".encode("latin-1"))
-    with pytest.raises(InvalidInputError, match=r"not UTF-8 text \(first bad byte on line 3\)"):
+    # 0x81 is undefined in Windows-1252: this is not text in any encoding a spreadsheet writes.
+    source.write_bytes(b"email;name\nok@example.org;Mario\nx@example.org;Nicol\x81\xf2\n")
+    with pytest.raises(InvalidInputError, match=r"neither UTF-8 nor Windows-1252 text \(first bad byte on "
+                                                r"line 3\); open it in the spreadsheet and save it as"):
         csv_import.import_csv(engine, settings, source, "stampa")
     assert _counts(engine) == (0, 0, 0)
 
@@ -197,10 +201,10 @@ def test_cli_unknown_list_and_unknown_header_are_one_line(cli, engine, stampa, t
     source = _write(tmp_path / "x.csv", "email\na@example.org\n")
     result = cli("subscribers", "import", str(source), "--list", "nessuna")
     assert (result.exit_code, result.stderr) == (1, "Error: There is no list named 'nessuna'.\n")
-    bad = _write(tmp_path / "y.csv", "mail\na@example.org\n")
+    bad = _write(tmp_path / "y.csv", "posta\na@example.org\n")
     result = cli("subscribers", "import", str(bad), "--list", "stampa")
     assert result.exit_code == 1
-    assert result.stderr.startswith(f"Error: The file {bad} has the unknown column 'mail'")
+    assert result.stderr.startswith(f"Error: The file {bad} has the unknown column 'posta'")
     assert result.stderr.count("\n") == 1
 
 

@@ -57,11 +57,31 @@ def connect(settings: Settings) -> smtplib.SMTP:
             f"The SMTP server {host}:{port} does not offer STARTTLS or AUTH as configured."
         ) from None
     except (OSError, smtplib.SMTPException) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
-        if isinstance(exc, socket.timeout):
-            reason = "timed out"
+        reason = _connect_reason(exc)
         raise DeliveryError(f"Cannot connect to the SMTP server {host}:{port}: {reason}.") from None
     return client
+
+
+def _connect_reason(exc: OSError | smtplib.SMTPException) -> str:
+    """Why a session could not start, in words (smtplib's own messages show bytes and tuples)."""
+    if isinstance(exc, socket.timeout):
+        return "timed out"
+    if isinstance(exc, smtplib.SMTPServerDisconnected) and "timed out" in str(exc):
+        return "timed out waiting for the server's reply"  # smtplib reports a read timeout so
+    if isinstance(exc, smtplib.SMTPServerDisconnected):
+        # Busy servers greet and hang up; a TLS-only port (465) says nothing to a plain client.
+        return ("the server closed the connection before the session started "
+                "(too busy, or it expects WIP_MAILER_SMTP_SECURITY=tls)")
+    if isinstance(exc, smtplib.SMTPResponseException):
+        text = exc.smtp_error.decode("utf-8", "replace") if isinstance(exc.smtp_error, bytes) \
+            else str(exc.smtp_error)
+        reply = f"{exc.smtp_code} {' '.join(text.split())}".strip()
+        if isinstance(exc, smtplib.SMTPConnectError):
+            return f"the server refused the connection ({reply})"
+        return f"the server replied {reply}"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
 
 
 def send_single(settings: Settings, message: EmailMessage) -> None:

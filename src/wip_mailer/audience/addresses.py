@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+import unicodedata
+from email.utils import parseaddr
 from functools import cache, lru_cache
 
-from babel import Locale
+from babel import Locale, UnknownLocaleError
 from email_validator import EmailNotValidError, validate_email
 
 from wip_mailer.errors import InvalidInputError
@@ -76,21 +78,102 @@ def known_countries() -> frozenset[str]:
     return frozenset(k for k in map(str, Locale("en").territories) if len(k) == 2 and k.isalpha())
 
 
+def address_from_cell(raw: str) -> tuple[str, str]:
+    """(address, display name) from what a spreadsheet cell holds; the address is not yet validated.
+
+    Contact lists copied out of mail programs carry ``Name <addr>``, ``<addr>`` and
+    ``mailto:addr``; a dot after the domain (``addr.``, the end of a sentence or the DNS
+    root) names the same mailbox. Anything else is left for ``normalise_email`` to judge.
+    """
+    text = raw.strip()
+    name = ""
+    if text.endswith(">") and "<" in text:
+        parsed_name, parsed = parseaddr(text)
+        if parsed:
+            name, text = " ".join(parsed_name.split()), parsed.strip()
+    if text[:7].lower() == "mailto:":
+        text = text[7:].split("?", 1)[0].strip()
+    if text.endswith(".") and "@" in text and not text.endswith(".."):
+        text = text[:-1]
+    return text, name
+
+
+def _folded(text: str) -> str:
+    """Case-, accent- and spacing-insensitive key: "Français " -> "francais"."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return " ".join("".join(c for c in decomposed if not unicodedata.combining(c)).split())
+
+
+# Names are looked up in the languages a Turin contact list is written in.
+_NAME_LOCALES = ("en", "it", "fr", "de", "es")
+
+
+@cache
+def _language_names() -> dict[str, str]:
+    names: dict[str, str] = {}
+    for locale in _NAME_LOCALES:  # "English", "Inglese", "Anglais"...
+        for code, name in Locale(locale).languages.items():
+            if code in known_languages():
+                names.setdefault(_folded(name), code)
+    for code in sorted(known_languages()):  # each language's own name: "Deutsch", "español"
+        try:
+            own = Locale(code).get_display_name(code)
+        except UnknownLocaleError:
+            continue
+        if own:
+            names.setdefault(_folded(own), code)
+    return names
+
+
+@cache
+def _country_names() -> dict[str, str]:
+    names: dict[str, str] = {"uk": "GB", "usa": "US", "u.s.a.": "US", "u.k.": "GB"}
+    for locale in _NAME_LOCALES:
+        for code, name in Locale(locale).territories.items():
+            if len(code) == 2 and code.isalpha():
+                names.setdefault(_folded(name), code.upper())
+    return names
+
+
+_LANGUAGE_TAG = re.compile(r"([a-z]{2})(?:[-_][a-z0-9]{1,8})*")
+
+
+def language_code(raw: str) -> str | None:
+    """The ISO 639-1 code for ``it``, ``IT``, ``it-IT``, ``en_GB``, ``Italiano``, ``English``…; else None."""
+    text = raw.strip()
+    match = _LANGUAGE_TAG.fullmatch(text.lower())
+    if match and match[1] in known_languages():
+        return match[1]
+    return _language_names().get(_folded(text))
+
+
+def country_code(raw: str) -> str | None:
+    """The ISO 3166-1 alpha-2 code for ``IT``, ``it``, ``Italy``, ``Italia``, ``UK``…; else None."""
+    text = raw.strip()
+    if text.upper() in known_countries():
+        return text.upper()
+    return _country_names().get(_folded(text))
+
+
 def normalise_language(raw: str) -> str:
-    code = raw.strip().lower()
-    if code not in known_languages():
+    code = language_code(raw)
+    if code is None:
         raise InvalidInputError(f"{raw.strip()!r} is not a two-letter language code such as it or en.")
     return code
 
 
 def normalise_country(raw: str) -> str:
-    code = raw.strip().upper()
-    if code not in known_countries():
+    code = country_code(raw)
+    if code is None:
         raise InvalidInputError(f"{raw.strip()!r} is not a two-letter country code such as IT or FR.")
     return code
 
 
 def normalise_tags(raw: str | list[str]) -> list[str]:
-    """Tags are lower-case words without commas; "press, Partner" -> ["partner", "press"]."""
-    items = raw.split(",") if isinstance(raw, str) else raw
+    """Tags are lower-case words without commas; "press, Partner" -> ["partner", "press"].
+
+    A semicolon separates tags too: spreadsheets whose separator is a comma are often
+    filled in with "press; partner".
+    """
+    items = raw.replace(";", ",").split(",") if isinstance(raw, str) else raw
     return sorted({t.strip().lower() for t in items if t.strip()})

@@ -1,19 +1,28 @@
 """Importing subscribers from a spreadsheet's CSV export.
 
-The file is UTF-8 (a BOM is fine) separated by ``,`` ``;`` or tabs (detected from the
-header line). Columns, in any order; header names ignore case:
+Files as spreadsheets save them: UTF-8 (a BOM is fine), UTF-16 with a BOM (Excel's
+"Unicode text"), or Windows-1252 when the bytes are not UTF-8 (Excel's "CSV" on a
+Western-European Windows); separated by ``,`` ``;`` or tabs (detected from the header
+line). A workbook (.xlsx, .xls, .ods) or other binary file is refused with one sentence.
+Columns, in any order; header names ignore case, accents, spaces and dashes, and the
+common English and Italian spellings are accepted (``HEADER_ALIASES``):
 
-- ``email`` (required): one address per row;
-- ``name``, ``organisation`` (or ``organization``), ``country`` (two letters, e.g. IT);
-- ``language``: two-letter code (it, en, fr...); empty means the list's language;
-- ``tags``: comma-separated words, e.g. ``press,partner``;
+- ``email`` (required): one address per row; ``Name <addr>``, ``mailto:addr`` and a
+  trailing dot are cleaned up;
+- ``name`` (or ``first name`` + ``last name``, joined), ``organisation``;
+- ``country``: a code (IT) or a name (Italy, Italia);
+- ``language``: a code (it, IT, it-IT) or a name (Italiano, English); empty means the
+  list's language;
+- ``tags``: words separated by commas or semicolons, e.g. ``press;partner``;
 - ``attr.NAME``: a free attribute called NAME (e.g. ``attr.sector``);
 - ``status``: as written by ``subscribers export``; only empty or ``active`` rows import.
 
-An unknown header stops the import before any row is read. A bad row (invalid
-address, duplicate in the file, unknown value, suppressed or unsubscribed address)
-never stops it: it is reported with its line number and reason and written to the
-rejects file, and every good row is imported. Importing the same file again changes
+A file without a header line is accepted only when it has a single column of
+addresses. An unknown header stops the import before any row is read (a typo must not
+silently drop a column); columns with an empty header are ignored when empty. A bad
+row (invalid address, duplicate in the file, unknown value, suppressed or unsubscribed
+address) never stops it: it is reported with its line number and reason and written to
+the rejects file, and every good row is imported. Importing the same file again changes
 nothing. Rows are processed in chunks with bulk statements inside one transaction.
 """
 
@@ -21,6 +30,8 @@ from __future__ import annotations
 
 import csv
 import io
+import re
+import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +43,9 @@ from sqlmodel import Session, col
 
 from wip_mailer.audience.addresses import (
     InvalidAddressError,
-    known_countries,
-    known_languages,
+    address_from_cell,
+    country_code,
+    language_code,
     normalise_email,
     normalise_tags,
 )
@@ -55,7 +67,23 @@ from wip_mailer.models import (
 from wip_mailer.settings import Settings
 
 KNOWN_COLUMNS = ("email", "name", "language", "organisation", "country", "tags", "status", "attr.NAME")
-_ALIASES = {"e-mail": "email", "organization": "organisation"}
+# Header spellings seen in real exports (Excel, Outlook, Google Contacts, Mailchimp, Italian
+# offices), compared after _header_key: case, accents, spaces, dashes and dots do not matter.
+HEADER_ALIASES: dict[str, tuple[str, ...]] = {
+    "email": ("e-mail", "mail", "email address", "e-mail address", "indirizzo email",
+              "indirizzo e-mail", "indirizzo di posta elettronica", "posta elettronica", "e-mail 1 - value"),
+    "name": ("full name", "display name", "nome e cognome", "nominativo", "nome completo"),
+    "first_name": ("first name", "given name", "nome"),
+    "last_name": ("last name", "surname", "family name", "cognome"),
+    "language": ("lingua", "lang", "locale", "idioma", "langue", "preferred language"),
+    "organisation": ("organization", "organizzazione", "company", "azienda", "ente", "societa",
+                     "organisation name", "organization name", "istituzione"),
+    "country": ("paese", "nazione", "country code", "stato", "country/region", "pays"),
+    "tags": ("tag", "etichette", "etichetta", "labels", "categorie"),
+    "status": ("stato iscrizione",),
+}
+_PARTS = ("first_name", "last_name")  # joined into name when the file has no name column
+CHUNK = 5000
 CHUNK = 5000
 
 _subscriber = Subscriber.__table__  # type: ignore[attr-defined]
@@ -81,6 +109,8 @@ class ImportReport:
     rejected: list[Rejection] = field(default_factory=list)
     rejects_path: Path | None = None
     confirmations_sent: int = 0
+    encoding: str = "UTF-8"  # how the file was read (UTF-8, UTF-16 or Windows-1252)
+    has_header: bool = True
 
 
 @dataclass(frozen=True)
@@ -91,31 +121,56 @@ class _Row:
     fields: dict[str, Any]  # only the columns present in the file (None: empty cell)
 
 
+# Signatures of files that are not text: zip (xlsx, ods), OLE2 (xls), PDF.
+_BINARY_SIGNATURES = {b"PK\x03\x04": "a spreadsheet workbook (.xlsx or .ods)",
+                      b"\xd0\xcf\x11\xe0": "an old Excel workbook (.xls)", b"%PDF": "a PDF document"}
+_SAVE_AS = 'open it in the spreadsheet and save it as "CSV UTF-8"'
+
+
 @dataclass(frozen=True)
-class _Columns:
-    raw: list[str]  # header as written, for the rejects file
-    names: list[str]  # canonical names, same order
-
-    def index(self, name: str) -> int | None:
-        return self.names.index(name) if name in self.names else None
+class _Text:
+    text: str
+    encoding: str  # as shown to the editor
+    bom: bool
 
 
-def _decode(path: Path) -> tuple[str, bool]:
+def _decode(path: Path) -> _Text:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise InvalidInputError(f"The file {path} does not exist.") from None
+    except IsADirectoryError:
+        raise InvalidInputError(f"{path} is a folder, not a CSV file.") from None
     except OSError as exc:
         raise InvalidInputError(f"The file {path} cannot be read: {exc.strerror}.") from None
+    for signature, kind in _BINARY_SIGNATURES.items():
+        if data.startswith(signature):
+            raise InvalidInputError(f"The file {path} is {kind}, not CSV text; {_SAVE_AS}.")
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # Excel "Unicode text" is UTF-16 with a BOM
+        try:
+            return _Text(data.decode("utf-16"), "UTF-16", True)
+        except UnicodeDecodeError:
+            raise InvalidInputError(
+                f"The file {path} starts like UTF-16 text but is not; {_SAVE_AS}.") from None
+    if b"\x00" in data:  # no text encoding a spreadsheet writes without a BOM has NUL bytes
+        line = data[: data.index(b"\x00")].count(b"\n") + 1
+        raise InvalidInputError(f"The file {path} is not CSV text (a NUL byte on line {line}); {_SAVE_AS}.")
     has_bom = data.startswith(b"\xef\xbb\xbf")
     try:
-        return data.decode("utf-8-sig"), has_bom
+        return _Text(data.decode("utf-8-sig"), "UTF-8", has_bom)
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise InvalidInputError(
-            f"The file {path} is not UTF-8 text (first bad byte on line {line}); "
-            "save it from the spreadsheet as \"CSV UTF-8\"."
-        ) from None
+    # Excel's plain "CSV" on Windows writes the ANSI code page, Windows-1252 in Western
+    # Europe (a superset of Latin-1 for text). Valid UTF-8 never gets here, so a UTF-8
+    # file is never misread; cp1252 leaves five bytes undefined, which still refuse.
+    try:
+        return _Text(data.decode("cp1252"), "Windows-1252", False)
+    except UnicodeDecodeError:
+        pass
+    raise InvalidInputError(
+        f"The file {path} is neither UTF-8 nor Windows-1252 text (first bad byte on line {line}); "
+        f"{_SAVE_AS}."
+    )
 
 
 def _delimiter(header_line: str) -> str:
@@ -124,28 +179,85 @@ def _delimiter(header_line: str) -> str:
     return best if counts[best] else ","
 
 
+def _header_key(raw: str) -> str:
+    """Case, accents, spaces, dashes, underscores and dots do not matter: " E-Mail " -> "email"."""
+    decomposed = unicodedata.normalize("NFKD", raw.casefold())
+    return re.sub(r"[\W_]+", "", "".join(c for c in decomposed if not unicodedata.combining(c)))
+
+
+_HEADER_NAMES = {_header_key(alias): name for name, aliases in HEADER_ALIASES.items()
+                 for alias in (name, *aliases)}
+
+
+@dataclass(frozen=True)
+class _Columns:
+    raw: list[str]  # header as written, for the rejects file
+    names: list[str]  # canonical names, same order ("" for a column without a header)
+    has_header: bool = True
+
+    def index(self, name: str) -> int | None:
+        return self.names.index(name) if name in self.names else None
+
+
 def _columns(path: Path, header: list[str]) -> _Columns:
     names: list[str] = []
-    for raw in header:
-        name = raw.strip().lower()
-        name = _ALIASES.get(name, name)
-        if name.startswith("attr.") and len(name) > 5:
-            name = "attr." + raw.strip()[5:]  # attribute names keep their case
-        elif name not in KNOWN_COLUMNS[:-1]:
-            shown = raw.strip() or f"(empty, column {len(names) + 1})"
-            raise InvalidInputError(
-                f"The file {path} has the unknown column {shown!r}; known columns are "
-                f"{', '.join(KNOWN_COLUMNS)}."
-            )
+    for position, raw in enumerate(header, start=1):
+        text = raw.strip()
+        if not text:
+            names.append("")  # Excel saves empty trailing columns; a value under one rejects its row
+            continue
+        if text[:5].lower() == "attr." and len(text) > 5:
+            name = "attr." + text[5:].strip()  # attribute names keep their case
+        else:
+            found = _HEADER_NAMES.get(_header_key(text))
+            if found is None:
+                raise InvalidInputError(
+                    f"The file {path} has the unknown column {text!r} (column {position}); known columns are "
+                    f"{', '.join(KNOWN_COLUMNS)}: rename it, or call it attr.{_header_key(text) or 'NAME'} "
+                    "to keep it as an attribute, or delete it."
+                )
+            name = found
         if name in names:
-            raise InvalidInputError(f"The file {path} has the column {raw.strip()!r} twice.")
+            first = header[names.index(name)].strip()
+            raise InvalidInputError(
+                f"The file {path} has two {name} columns ({first!r}, column {names.index(name) + 1}, and "
+                f"{text!r}, column {position}); delete one of them."
+            )
         names.append(name)
     if "email" not in names:
         raise InvalidInputError(
             f"The file {path} has no email column; its header must name the columns "
             f"({', '.join(KNOWN_COLUMNS)}), with email required."
         )
+    if "name" in names:
+        # A full name wins; the parts are not columns of their own.
+        names = ["" if n in _PARTS else n for n in names]
     return _Columns(raw=header, names=names)
+
+
+def _headerless(path: Path, first: list[str]) -> _Columns | None:
+    """Columns for a file whose first line is already data, or None when it is a header.
+
+    A single column of addresses needs no header (a list pasted from a mail program);
+    with more columns the meaning of each cannot be guessed, so the file is refused.
+    """
+    cells = [c.strip() for c in first]
+    if not any("@" in c and _is_address(c) for c in cells):
+        return None
+    if len([c for c in cells if c]) == 1:
+        return _Columns(raw=["email"], names=["email"], has_header=False)
+    raise InvalidInputError(
+        f"The file {path} has no header line: its first line is data ({', '.join(c for c in cells if c)}); "
+        "add a first line naming the columns, e.g. email,name,language."
+    )
+
+
+def _is_address(cell: str) -> bool:
+    try:
+        normalise_email(address_from_cell(cell)[0])
+    except InvalidAddressError:
+        return False
+    return True
 
 
 def _records(text: str, delimiter: str) -> Iterator[tuple[int, list[str]]]:
@@ -158,35 +270,53 @@ def _records(text: str, delimiter: str) -> Iterator[tuple[int, list[str]]]:
 
 
 def _parse_row(line: int, values: list[str], columns: _Columns, seen: dict[str, int]) -> _Row | Rejection:
-    if len(values) > len(columns.names):
-        extra = [v for v in values[len(columns.names):] if v.strip()]
+    width = len(columns.names)
+    if len(values) > width:
+        extra = [v for v in values[width:] if v.strip()]
         if extra:
-            return Rejection(line, f"has {len(values)} values but the header has {len(columns.names)} "
+            return Rejection(line, f"has {len(values)} values but the header has {width} "
                                    f"columns (extra: {', '.join(extra)})", values)
-        values = values[: len(columns.names)]
-    cells = dict(zip(columns.names, (v.strip() for v in values), strict=False))
+        values = values[:width]
+    cells: dict[str, str] = {}
+    for position, (name, value) in enumerate(zip(columns.names, values, strict=False), start=1):
+        value = value.strip()
+        if name:
+            cells[name] = value
+        elif value and columns.raw[position - 1].strip():
+            continue  # a part of the name beside a full-name column: the full name wins
+        elif value:
+            return Rejection(line, f"has the value {value!r} in column {position}, which has no header",
+                             values)
+    address, display_name = address_from_cell(cells.get("email", ""))
     try:
-        email = normalise_email(cells.get("email", ""))
+        email = normalise_email(address)
     except InvalidAddressError as exc:
-        return Rejection(line, str(exc), values)
+        return Rejection(line, str(exc).rstrip("."), values)
     first = seen.get(email)
     if first is not None:
         return Rejection(line, f"{email} is a duplicate of line {first}", values)
     seen[email] = line
+    if any(part in cells for part in _PARTS):
+        cells["name"] = " ".join(cells.pop(part, "") for part in _PARTS)
+    if display_name and not cells.get("name"):
+        cells["name"] = display_name
     fields: dict[str, Any] = {}
     attributes: dict[str, str] = {}
     for name, cell in cells.items():
         if name == "email":
             continue
         if name == "language" and cell:
-            cell = cell.lower()
-            if cell not in known_languages():
-                return Rejection(line, f"{cell!r} is not a two-letter language code such as it or en",
-                                 values)
+            code = language_code(cell)
+            if code is None:
+                return Rejection(line, f"{cell!r} is not a language code such as it or en, nor a language "
+                                       "name such as Italiano or English", values)
+            cell = code
         elif name == "country" and cell:
-            cell = cell.upper()
-            if cell not in known_countries():
-                return Rejection(line, f"{cell!r} is not a two-letter country code such as IT or FR", values)
+            code = country_code(cell)
+            if code is None:
+                return Rejection(line, f"{cell!r} is not a two-letter country code such as IT or FR, "
+                                       "nor a country name such as Italia or France", values)
+            cell = code
         elif name == "status":
             if cell.lower() not in ("", "active"):
                 return Rejection(line, f"the status is {cell!r} in the file; only active rows are imported",
@@ -424,16 +554,19 @@ def import_csv(engine: Engine, settings: Settings, path: Path, list_name: str, *
     ``progress(done, total)`` is called after each chunk. With ``double_opt_in`` new
     members are pending and each is sent a confirmation email after the import commits.
     """
-    text, has_bom = _decode(path)
+    decoded = _decode(path)
+    text = decoded.text
     header_line = text.split("\n", 1)[0]
     delimiter = _delimiter(header_line)
-    records = _records(text, delimiter)
-    first = next(records, None)
+    first = next(_records(text, delimiter), None)
     if first is None or not any(v.strip() for v in first[1]):
         raise InvalidInputError(f"The file {path} is empty; its first line must name the columns.")
-    columns = _columns(path, first[1])
+    columns = _headerless(path, first[1]) or _columns(path, first[1])
+    records = _records(text, delimiter)
+    if columns.has_header:
+        next(records)
     total = max(text.count("\n") - 1 + (0 if text.endswith("\n") else 1), 0)
-    report = ImportReport(path=path)
+    report = ImportReport(path=path, encoding=decoded.encoding, has_header=columns.has_header)
     seen: dict[str, int] = {}
     with session_scope(engine) as session:
         mailing_list = get_list(session, list_name)
@@ -462,7 +595,8 @@ def import_csv(engine: Engine, settings: Settings, path: Path, list_name: str, *
     report.rejected.sort(key=lambda r: r.line)
     if report.rejected:
         report.rejects_path = rejects_path or path.with_name(f"{path.stem}.rejects.csv")
-        write_rejects(report.rejects_path, columns.raw, report.rejected, delimiter, has_bom)
+        write_rejects(report.rejects_path, columns.raw, report.rejected, delimiter,
+                      decoded.bom or decoded.encoding != "UTF-8")
     report.confirmations_sent = send_confirmations(settings, writer.confirmations)
     return report
 

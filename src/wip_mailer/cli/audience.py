@@ -255,9 +255,11 @@ def subscribers_list(app: App, list_name: str | None, status: str | None, segmen
 @pass_app
 def subscribers_import(app: App, path: Path, list_name: str, rejects_path: Path | None,
                        source: str | None, double_opt_in: bool) -> None:
-    """Import subscribers from a CSV file (UTF-8, `,` or `;`); bad rows are reported, not fatal.
+    """Import subscribers from a CSV file (`,` `;` or tab); bad rows are reported, not fatal.
 
-    Columns: email (required), name, language, organisation, country, tags, attr.NAME.
+    Columns: email (required), name, language, organisation, country, tags, attr.NAME;
+    English and Italian spellings (E-mail, Nome, Lingua, Paese...) are accepted. UTF-8,
+    UTF-16 and Excel's Windows-1252 "CSV" are read; see subscribers/README.md.
 
     Example: wip-mailer subscribers import contatti.csv --list stampa --rejects scarti.csv
     """
@@ -272,9 +274,15 @@ def subscribers_import(app: App, path: Path, list_name: str, rejects_path: Path 
         report = csv_import.import_csv(app.engine, app.settings, path, list_name,
                                        double_opt_in=double_opt_in, source=source,
                                        rejects_path=rejects_path, progress=progress)
+    if report.encoding == "Windows-1252":
+        click.echo(f"{path} is not UTF-8: read it as Windows-1252 (Excel's \"CSV\" on Windows); "
+                   "check that accented names look right with `subscribers list`.", err=True)
+    if not report.has_header:
+        click.echo(f"{path} has no header line: its single column was read as email addresses.", err=True)
     for rejection in report.rejected:
         click.echo(f"{path}:{rejection.line}: {rejection.reason}", err=True)
-    click.echo(f"{report.rows} rows: {report.added} added, {report.reactivated} activated, "
+    rows = f"{report.rows} row{'' if report.rows == 1 else 's'}"
+    click.echo(f"{rows}: {report.added} added, {report.reactivated} activated, "
                f"{report.updated} updated, {report.unchanged} unchanged, {len(report.rejected)} rejected.")
     if report.rejects_path:
         click.echo(f"Rejected rows written to {report.rejects_path}.")

@@ -29,6 +29,7 @@ from wip_mailer.transport import connect
 # Reply codes (RFC 5321 §4.2.3).
 OK, WILL_FORWARD, START_DATA = 250, 251, 354
 SERVICE_CLOSING = 421
+AUTHENTICATION_REQUIRED = 530  # "Must issue a STARTTLS command first" or "Authentication required"
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
 
 
@@ -56,20 +57,30 @@ def _reply_text(code: int, message: bytes) -> str:
     return f"{code} {text}".strip()[:500]
 
 
-def is_hard_bounce(code: int, reply: str) -> bool:
-    """Whether a 5xx reply says the address is bad (RFC 3463 X.1.x, X.2.x but mailbox full).
+# Words that put the blame on the message, the sender or the relay rather than on the
+# address, in replies that carry no enhanced status code ("550 Relaying denied").
+_NOT_THE_ADDRESS = re.compile(
+    r"relay|rcpthosts|spam|polic|block|blacklist|blocklist|listed|reputation|denied|reject|content|virus"
+    r"|dmarc|spf|dkim|authenticat|not allowed|too many|rate limit|quota|storage|full|size|too large",
+    re.IGNORECASE)
 
-    Policy (5.7.x), system and content rejections are failures of this message, not
-    of the address, so they must not suppress a subscriber.
+
+def is_hard_bounce(code: int, reply: str) -> bool:
+    """Whether a 5xx reply says the address itself is bad, so that it must be suppressed.
+
+    With an enhanced code (RFC 3463): X.1.x, the address (but X.1.7 and X.1.8 are the
+    sender's), and X.2.1, mailbox disabled; mailbox full (X.2.2), message too big (X.2.3),
+    policy (X.7.x), system and content rejections are failures of this message only.
+    Without one, 550/551/553 count unless the text blames something else.
     """
     if code < 500:
         return False
     text = reply.split(" ", 1)[1] if " " in reply else ""
     match = _ENHANCED.match(text)
     if match:
-        subject, detail = match[2], match[3]
-        return match[1] == "5" and (subject == "1" or (subject == "2" and detail != "2"))
-    return code in (550, 551, 553)
+        subject, detail = int(match[2]), int(match[3])
+        return match[1] == "5" and ((subject == 1 and detail not in (7, 8)) or (subject, detail) == (2, 1))
+    return code in (550, 551, 553) and not _NOT_THE_ADDRESS.search(text)
 
 
 class Connection:
@@ -156,6 +167,8 @@ class Connection:
             return SendResult(Outcome.RETRY, reply)
         if mail_code != OK:
             self._abort(client, replies)
+            if mail_code == AUTHENTICATION_REQUIRED:
+                raise SenderRefusedError(self._session_refused(mail_reply))
             if mail_code >= 500:
                 raise SenderRefusedError(
                     f"The SMTP server refuses the sender {message.envelope_from}: {mail_reply}."
@@ -191,6 +204,17 @@ class Connection:
         if code >= 500:
             return SendResult(Outcome.FAILED, reply, is_hard_bounce(code, reply))
         return SendResult(Outcome.DEFERRED, reply)
+
+    def _session_refused(self, reply: str) -> str:
+        """One sentence for a 530 to MAIL: the session needs TLS or a login the settings lack."""
+        where = f"The SMTP server {self.settings.smtp_host}:{self.settings.smtp_port}"
+        if "tls" in reply.lower() and self.settings.smtp_security == "none":
+            return (f"{where} requires an encrypted connection ({reply}): set WIP_MAILER_SMTP_SECURITY="
+                    "starttls (or tls on port 465); nothing was sent.")
+        if not self.settings.smtp_user:
+            return (f"{where} requires a login ({reply}): set WIP_MAILER_SMTP_USER and "
+                    "WIP_MAILER_SMTP_PASSWORD; nothing was sent.")
+        return f"{where} refuses to send for this session ({reply}); nothing was sent."
 
     def _abort(self, client: smtplib.SMTP, replies: list[tuple[int, str]]) -> None:
         """End a refused transaction so the session can carry on with the next message."""
