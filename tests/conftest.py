@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 from collections.abc import Iterator
@@ -71,6 +72,16 @@ def smtp_server(tmp_path: Path) -> Iterator[SmtpTestServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def send_settings(settings: Settings, smtp_server: SmtpTestServer, workdir: Path) -> Settings:
+    """Settings that send to the test server, with retries and timeouts short enough for tests."""
+    return dataclasses.replace(
+        settings, smtp_port=smtp_server.port, smtp_timeout=5.0, retry_base_seconds=0.05,
+        retry_deadline_seconds=20.0, journal_dir=str(workdir / "journal"),
+        bounce_address="bounces@example.org",
+    )
 
 
 @pytest.fixture

@@ -7,14 +7,12 @@ import threading
 import time
 from email import message_from_bytes
 from email.policy import default
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, update
 from sqlmodel import select
 
 from tests.dispatch_helpers import make_audience, make_edition, preflight_with, rendered_edition
-from tests.smtp_server import SmtpTestServer
 from wip_mailer.audience import suppress
 from wip_mailer.db import session_scope
 from wip_mailer.dispatch import SendRequest, campaign_status, list_campaigns, resume_campaign, send_edition
@@ -34,15 +32,6 @@ from wip_mailer.settings import Settings
 from wip_mailer.tokens import Purpose, read_token
 
 SLUG = "2024-01"
-
-
-@pytest.fixture
-def send_settings(settings: Settings, smtp_server: SmtpTestServer, workdir: Path) -> Settings:
-    return dataclasses.replace(
-        settings, smtp_port=smtp_server.port, smtp_timeout=5.0, retry_base_seconds=0.05,
-        retry_deadline_seconds=20.0, journal_dir=str(workdir / "journal"),
-        bounce_address="bounces@example.org",
-    )
 
 
 def send(engine: Engine, settings: Settings, **request: object):

@@ -12,7 +12,6 @@ import dataclasses
 import socket
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from aiosmtpd.smtp import AuthResult
@@ -29,15 +28,6 @@ from wip_mailer.models import Campaign, Delivery, Subscriber, Suppression
 from wip_mailer.settings import Settings
 
 SLUG = "2024-01"
-
-
-@pytest.fixture
-def send_settings(settings: Settings, smtp_server: SmtpTestServer, workdir: Path) -> Settings:
-    return dataclasses.replace(
-        settings, smtp_port=smtp_server.port, smtp_timeout=5.0, retry_base_seconds=0.05,
-        retry_deadline_seconds=20.0, journal_dir=str(workdir / "journal"),
-        bounce_address="bounces@example.org",
-    )
 
 
 def send(engine: Engine, settings: Settings):  # type: ignore[no-untyped-def]
