@@ -26,14 +26,15 @@ import hmac
 import html
 import re
 import secrets
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.header import Header
 from email.utils import format_datetime, formataddr, parseaddr
 from functools import lru_cache
 from pathlib import Path
 
-from wip_mailer.db import utcnow
 from wip_mailer.errors import InvalidInputError, SettingsError
 from wip_mailer.render import (
     PREFERENCES_URL_PLACEHOLDER,
@@ -154,6 +155,19 @@ def wire_address(email: str) -> str:
         except UnicodeError:
             raise UnsendableAddressError(f"The domain of {email!r} is not a valid name.") from None
     return f"{local}@{domain}"
+
+
+def _date_header() -> str:
+    """RFC 5322 date of now; formatted once a second, not per message (1 s is its resolution)."""
+    global _date_cache
+    second = int(time.time())
+    cached = _date_cache  # one tuple read: threads never see half of an update
+    if cached[0] != second:
+        cached = _date_cache = (second, format_datetime(datetime.fromtimestamp(second, UTC)))
+    return cached[1]
+
+
+_date_cache: tuple[int, str] = (0, "")
 
 
 def mailbox_header(name: str, address: str) -> str:
@@ -370,7 +384,7 @@ class MessageTemplate:
             unsub_header += f",\r\n <mailto:{self._bounce_address}?subject={subject}>"
         headers = (
             f"To: {mailbox_header(addressee.name, recipient)}\r\n"
-            f"Date: {format_datetime(utcnow())}\r\n"
+            f"Date: {_date_header()}\r\n"
             f"Message-ID: <{message_id}>\r\n"
             f"{self._list_ids.get(addressee.list_id or 0, self._default_list_id)}"
             f"{unsub_header}\r\n"
