@@ -11,7 +11,7 @@ recipient freeze excluded and reported apart). In the same run a naive loop —
 connections — is timed as the baseline. Medians of the runs are printed.
 
 Peak memory is measured in a child process sending to `--memory-recipients`
-subscribers (resource.getrusage ru_maxrss).
+subscribers (VmHWM of the child process).
 
 Usage:  .venv/bin/python scripts/bench_send.py [--recipients 20000] [--runs 3]
         [--connections 4] [--naive-recipients 4000] [--memory-recipients 100000]
@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import smtplib
 import socket
@@ -47,6 +46,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from wip_mailer import db  # noqa: E402
 from wip_mailer.dispatch import SendRequest, send_edition  # noqa: E402
 from wip_mailer.models import Edition, MailingList, Membership, Subscriber  # noqa: E402
+from wip_mailer.personalise import Addressee, MessageTemplate  # noqa: E402
 from wip_mailer.render import (  # noqa: E402
     PREFERENCES_URL_PLACEHOLDER,
     UNSUBSCRIBE_URL_PLACEHOLDER,
@@ -241,6 +241,47 @@ def run_naive(port: int, recipients: int, connections: int, rendered: RenderedEd
     return share * connections / (time.perf_counter() - began)
 
 
+def run_ceiling(port: int, recipients: int, connections: int, rendered: RenderedEdition) -> float:
+    """The machine's ceiling: the same messages built beforehand, written on raw sockets.
+
+    No ledger, no journal, no personalisation at send time: how fast this machine and the sink
+    move these bytes, so the wip-mailer figure can be read against it on a busy or quiet host.
+    """
+    settings = load_settings({"WIP_MAILER_SECRET_KEY": "benchmark-secret-key-0123456789abcdef"},
+                             Path("/nonexistent/.env"))
+    template = MessageTemplate(settings, rendered, campaign_id=1, list_names={1: "bench"})
+    messages = [template.build(Addressee(f"reader{n:07d}@example.net", f"Lettore {n}", n + 1, 1, n + 1))
+                for n in range(min(recipients, 200))]  # 18 MB: enough to vary the bytes
+
+    def worker(indexes: range) -> None:
+        with socket.create_connection(("127.0.0.1", port)) as sock, sock.makefile("rb") as replies:
+            def read_reply() -> None:
+                while replies.readline()[3:4] == b"-":
+                    pass
+            read_reply()
+            sock.sendall(b"EHLO bench.example\r\n")
+            read_reply()
+            for n in indexes:
+                message = messages[n % len(messages)]
+                sock.sendall(f"MAIL FROM:<{message.envelope_from}>\r\nRCPT TO:<{message.recipient}>"
+                             "\r\nDATA\r\n".encode())
+                for _ in range(3):
+                    read_reply()
+                sock.sendall(message.smtp_data)
+                read_reply()
+            sock.sendall(b"QUIT\r\n")
+
+    share = recipients // connections
+    threads = [threading.Thread(target=worker, args=(range(i * share, (i + 1) * share),))
+               for i in range(connections)]
+    began = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return share * connections / (time.perf_counter() - began)
+
+
 def child_memory(recipients: int, connections: int, seed: Path | None) -> None:
     """Run in a child process: one full send, then print the peak RSS."""
     sink = Sink()
@@ -250,7 +291,9 @@ def child_memory(recipients: int, connections: int, seed: Path | None) -> None:
                                     Path(folder))
     finally:
         sink.stop()
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork+exec.
+    status = Path("/proc/self/status").read_text()
+    peak_kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
     print(json.dumps({"peak_rss_mb": peak_kib / 1024, **result}))
 
 
@@ -275,23 +318,28 @@ def main() -> None:
           f"{args.recipients} recipients, "
           f"{args.connections} connections, {args.runs} runs; {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}")
-    wip_rates, naive_rates, freezes = [], [], []
+    wip_rates, naive_rates, ceiling_rates, freezes = [], [], [], []
     for run in range(1, args.runs + 1):
         sink = Sink()
         try:
             with tempfile.TemporaryDirectory() as folder:
                 result = run_wip_mailer(sink.port, args.recipients, args.connections, rendered, Path(folder))
             naive = run_naive(sink.port, args.naive_recipients, args.connections, rendered)
+            ceiling = run_ceiling(sink.port, args.naive_recipients * 2, args.connections, rendered)
         finally:
             sink.stop()
         wip_rates.append(result["rate"])
         naive_rates.append(naive)
+        ceiling_rates.append(ceiling)
         freezes.append(result["freeze_seconds"])
         print(f"run {run}: wip-mailer {result['rate']:,.0f} msg/s (sending phase; recipient freeze "
               f"{result['freeze_seconds']:.1f} s, whole send {result['total_seconds']:.1f} s); "
-              f"naive loop {naive:,.0f} msg/s")
+              f"naive loop {naive:,.0f} msg/s; raw pre-built client (ceiling) {ceiling:,.0f} msg/s")
     wip, naive = statistics.median(wip_rates), statistics.median(naive_rates)
-    print(f"median: wip-mailer {wip:,.0f} msg/s, naive {naive:,.0f} msg/s, {wip / naive:.1f}x the naive loop")
+    ceiling = statistics.median(ceiling_rates)
+    print(f"median: wip-mailer {wip:,.0f} msg/s, naive {naive:,.0f} msg/s, "
+          f"{wip / naive:.1f}x the naive loop; "
+          f"{wip / ceiling:.0%} of the raw pre-built client ({ceiling:,.0f} msg/s)")
     if args.memory_recipients:
         child = subprocess.run([sys.executable, __file__, "--child-memory", str(args.memory_recipients),
                                 "--connections", str(args.connections)]
