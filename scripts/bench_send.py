@@ -34,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from pathlib import Path
@@ -213,6 +214,19 @@ def run_wip_mailer(port: int, recipients: int, connections: int, rendered: Rende
             "freeze_seconds": timing.started - began}
 
 
+def rate_of_threads(worker: Callable[[range], None], recipients: int, connections: int) -> float:
+    """Messages a second of ``connections`` threads, each sending its share of the recipients."""
+    share = recipients // connections
+    threads = [threading.Thread(target=worker, args=(range(i * share, (i + 1) * share),))
+               for i in range(connections)]
+    began = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return share * connections / (time.perf_counter() - began)
+
+
 def run_naive(port: int, recipients: int, connections: int, rendered: RenderedEdition) -> float:
     """The baseline: a fresh EmailMessage per recipient, smtplib.send_message, N connections."""
     def worker(indexes: range) -> None:
@@ -230,15 +244,7 @@ def run_naive(port: int, recipients: int, connections: int, rendered: RenderedEd
             client.send_message(message)
         client.quit()
 
-    share = recipients // connections
-    threads = [threading.Thread(target=worker, args=(range(i * share, (i + 1) * share),))
-               for i in range(connections)]
-    began = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return share * connections / (time.perf_counter() - began)
+    return rate_of_threads(worker, recipients, connections)
 
 
 def run_ceiling(port: int, recipients: int, connections: int, rendered: RenderedEdition) -> float:
@@ -271,15 +277,7 @@ def run_ceiling(port: int, recipients: int, connections: int, rendered: Rendered
                 read_reply()
             sock.sendall(b"QUIT\r\n")
 
-    share = recipients // connections
-    threads = [threading.Thread(target=worker, args=(range(i * share, (i + 1) * share),))
-               for i in range(connections)]
-    began = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return share * connections / (time.perf_counter() - began)
+    return rate_of_threads(worker, recipients, connections)
 
 
 def child_memory(recipients: int, connections: int, seed: Path | None) -> None:
