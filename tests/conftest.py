@@ -6,6 +6,7 @@ import dataclasses
 import os
 import socket
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from sqlalchemy import Engine
 
 from tests.postgres import pg_engine  # noqa: F401  (a fixture for every test module)
 from tests.smtp_server import SmtpTestServer
-from wip_mailer import db
+from wip_mailer import db, editorial
 from wip_mailer.cli import main
 from wip_mailer.settings import Settings, load_settings
 
@@ -72,6 +73,15 @@ def smtp_server(tmp_path: Path) -> Iterator[SmtpTestServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def edition_2024(engine: Engine) -> str:
+    """An empty draft edition 2024-01 (Gennaio-Febbraio 2024) with the default sections."""
+    with db.session_scope(engine) as session:
+        editorial.create_edition(session, "2024-01", "Gennaio-Febbraio 2024",
+                                 date(2024, 1, 1), date(2024, 2, 29))
+    return "2024-01"
 
 
 @pytest.fixture

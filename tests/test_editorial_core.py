@@ -11,11 +11,8 @@ from wip_mailer.models import EditionStatus, ItemStatus
 
 
 @pytest.fixture
-def slug(engine: Engine) -> str:
-    with db.session_scope(engine) as session:
-        editorial.create_edition(session, "2024-01", "Gennaio-Febbraio 2024",
-                                 date(2024, 1, 1), date(2024, 2, 29))
-    return "2024-01"
+def slug(edition_2024: str) -> str:
+    return edition_2024
 
 
 def _add(engine: Engine, slug: str, title: str, label: str | None = None, **kwargs: object) -> int:

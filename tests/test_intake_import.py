@@ -15,14 +15,6 @@ from wip_mailer.models import Edition, Item, ItemStatus, Section
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def edition_2024(engine: Engine) -> str:
-    with db.session_scope(engine) as session:
-        editorial.create_edition(session, "2024-01", "Gennaio-Febbraio 2024",
-                                 date(2024, 1, 1), date(2024, 2, 29))
-    return "2024-01"
-
-
 def _items(engine: Engine, slug: str) -> list[Item]:
     with db.session_scope(engine) as session:
         return editorial.list_items(session, slug)

@@ -6,7 +6,7 @@ CONTRACT (shared by the editorial and render stages): ``assemble_edition`` retur
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 
 from sqlmodel import Session
@@ -58,7 +58,6 @@ class EditionContext:
     contact_lines: tuple[str, ...] = ()  # the contact footer, one line each (Markdown)
     contact_html: str = ""  # the contact footer as sanitised HTML
     left_out: int = 0  # items not approved, hence not in the context
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 # --- the assembler -------------------------------------------------------------------------
