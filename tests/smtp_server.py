@@ -1,7 +1,9 @@
 """A real SMTP server for tests (aiosmtpd on loopback) that records messages and injects faults.
 
 Faults are set per test: a reply for a recipient at RCPT or DATA, a 421 after N
-messages, a dropped connection, a slow reply. Everything accepted is recorded.
+messages, a connection dropped before the final dot, or after it with or without the
+message stored, a slow reply (before or after storing). Everything accepted is recorded,
+with the times its MAIL FROM and its final dot arrived.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
@@ -30,6 +33,8 @@ class ReceivedMessage:
     mail_from: str
     rcpt_tos: list[str]
     data: bytes
+    mail_at: float = 0.0  # time.time() when its MAIL FROM arrived
+    received_at: float = 0.0  # ... and when its final dot did
 
     @property
     def message(self) -> Message:
@@ -41,8 +46,11 @@ class Faults:
     rcpt_replies: dict[str, list[str]] = field(default_factory=dict)  # address -> replies, used in turn
     data_replies: dict[str, list[str]] = field(default_factory=dict)
     close_after_messages: int | None = None  # reply 421 and close after this many messages
-    drop_after_messages: int | None = None  # drop the connection (no reply) after this many
-    data_delay_seconds: float = 0.0
+    drop_after_messages: int | None = None  # drop the connection (no reply, not stored) after this many
+    data_delay_seconds: float = 0.0  # wait this long before storing and replying
+    drop_before_dot: int = 0  # this many DATA commands: answer 354, then hang up at once
+    store_then_drop: int = 0  # this many messages: store, then hang up without replying
+    store_then_delay_seconds: float = 0.0  # store at once, answer this much later
 
 
 class FaultyHandler:
@@ -59,6 +67,13 @@ class FaultyHandler:
         if queue:
             return queue.pop(0) if len(queue) > 1 else queue[0]
         return None
+
+    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, mail_options: list[str]) -> str:
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        envelope.mail_at = time.time()  # type: ignore[attr-defined]
+        return "250 OK"
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
@@ -92,9 +107,40 @@ class FaultyHandler:
                     return reply
             self.accepted_in_session[key] = count + 1
             self.messages.append(ReceivedMessage(
-                envelope.mail_from or "", list(envelope.rcpt_tos), envelope.original_content or b""
+                envelope.mail_from or "", list(envelope.rcpt_tos), envelope.original_content or b"",
+                getattr(envelope, "mail_at", 0.0), time.time(),
             ))
+            if self.faults.store_then_drop > 0:
+                self.faults.store_then_drop -= 1
+                server.transport.close()  # type: ignore[union-attr]
+                return "250 never seen"
+        if self.faults.store_then_delay_seconds:
+            await asyncio.sleep(self.faults.store_then_delay_seconds)
         return "250 OK queued"
+
+    def take_drop_before_dot(self) -> bool:
+        with self.lock:
+            if self.faults.drop_before_dot > 0:
+                self.faults.drop_before_dot -= 1
+                return True
+        return False
+
+
+class FaultySMTP(SMTP):
+    """aiosmtpd's server, able to hang up in the middle of DATA (before the final dot)."""
+
+    async def smtp_DATA(self, arg: str) -> None:
+        handler = self.event_handler
+        if self.envelope is not None and self.envelope.rcpt_tos and handler.take_drop_before_dot():
+            await self.push("354 End data with <CR><LF>.<CR><LF>")
+            self.transport.close()  # type: ignore[union-attr]
+            return
+        await super().smtp_DATA(arg)
+
+
+class FaultyController(Controller):
+    def factory(self) -> SMTP:
+        return FaultySMTP(self.handler, **self.SMTP_kwargs)
 
 
 class SmtpTestServer:
@@ -102,7 +148,7 @@ class SmtpTestServer:
         self.handler = FaultyHandler()
         self.host = host
         self.port = port or free_port()
-        self.controller = Controller(self.handler, hostname=host, port=self.port,
+        self.controller = FaultyController(self.handler, hostname=host, port=self.port,
                                      data_size_limit=50 * 1024 * 1024, **kwargs)
 
     @property

@@ -21,6 +21,7 @@ from tests.smtp_server import SmtpTestServer
 from tests.test_dispatch import deliveries, start_campaign
 from wip_mailer.db import session_scope
 from wip_mailer.dispatch import resume_campaign
+from wip_mailer.lease import holder as lease_holder
 from wip_mailer.models import Campaign
 from wip_mailer.settings import Settings
 
@@ -124,7 +125,7 @@ def test_ctrl_c_finishes_in_flight_pauses_and_says_how_to_resume(engine, crash_s
     assert len(smtp_server.messages) == summary["sent"]  # every message handed over was recorded
     with session_scope(engine) as session:
         campaign = session.exec(select(Campaign)).one()
-        assert (campaign.status, campaign.lease_owner) == ("paused", None)
+        assert campaign.status == "paused" and lease_holder(engine, f"campaign:{campaign_id}") is None
         assert campaign.summary["sent"] == summary["sent"]
 
     process = start_sender(workdir, crash_settings, "campaigns", "resume", str(campaign_id))

@@ -16,6 +16,7 @@ from wip_mailer.dispatch import ledger
 from wip_mailer.dispatch.journal import Journal
 from wip_mailer.dispatch.ratelimit import Pacer
 from wip_mailer.dispatch.runner import Runner
+from wip_mailer.lease import Lease
 from wip_mailer.personalise import MessageTemplate
 from wip_mailer.settings import Settings
 
@@ -33,13 +34,14 @@ def test_two_runners_share_one_campaign_and_send_each_recipient_once(
     smtp_server.faults.data_delay_seconds = 0.002
     runners = []
     for n in range(2):
-        worker = f"worker-{n}"
         engine = db.make_engine(pg_engine.url.render_as_string(hide_password=False))  # its own pool
+        lease = Lease(engine, f"campaign:{campaign_id}:worker-{n}", 60)  # each worker's claims
+        assert lease.acquire() is None
         runners.append(Runner(
             engine, settings, campaign_id=campaign_id, list_ids=[1],
             template=MessageTemplate(settings, rendered_edition(), campaign_id=campaign_id),
-            worker=worker, journal=Journal(Path(settings.journal_dir), campaign_id, worker),
-            connections=2, pacer=Pacer(), lease_owner=None,
+            lease=lease, journal=Journal(Path(settings.journal_dir), campaign_id, lease.token),
+            connections=2, pacer=Pacer(),
         ))
     threads = [threading.Thread(target=runner.run) for runner in runners]
     for thread in threads:

@@ -184,23 +184,7 @@ def test_bad_requests_store_nothing(engine, settings, request_, message) -> None
     assert edition_status(engine) == "ready"
 
 
-# --- the lease -----------------------------------------------------------------------------
-
-def test_one_lease_holder_at_a_time_and_expiry_frees_it(engine) -> None:
-    assert core.acquire_lease(engine, "a", ttl_seconds=30)
-    assert not core.acquire_lease(engine, "b", ttl_seconds=30)
-    assert core.acquire_lease(engine, "a", ttl_seconds=30)  # re-taking one's own lease is fine
-    assert core.lease_holder(engine).owner == "a"
-    assert core.renew_lease(engine, "a", ttl_seconds=0.2)
-    time.sleep(0.3)
-    assert core.lease_holder(engine) is None  # a crashed holder blocks nobody for long
-    assert core.acquire_lease(engine, "b", ttl_seconds=30)
-    assert not core.renew_lease(engine, "a", ttl_seconds=30)  # "a" stalled and lost it
-    core.release_lease(engine, "a")  # releasing someone else's lease does nothing
-    assert core.lease_holder(engine).owner == "b"
-    core.release_lease(engine, "b")
-    assert core.lease_holder(engine) is None
-
+# --- the lease (wip_mailer.lease, tested in tests/test_lease.py) -------------------------
 
 def test_a_second_service_refuses(engine, fast) -> None:
     with service_thread(engine, fast):

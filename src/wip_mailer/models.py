@@ -209,9 +209,6 @@ class Campaign(SQLModel, table=True):
     subject: str = ""
     body_html: str = ""
     body_text: str = ""
-    # Lease held by the process that is sending (one runner, or several workers later).
-    lease_owner: str | None = Field(default=None, max_length=120)
-    lease_expires_at: datetime | None = _utc()
     created_at: datetime = _created()
     started_at: datetime | None = _utc()
     finished_at: datetime | None = _utc()
@@ -299,12 +296,12 @@ class ScheduledJob(SQLModel, table=True):
     updated_at: datetime = _created()
 
 
-class SchedulerLease(SQLModel, table=True):
-    """Only one `wip-mailer scheduler run` per database: the holder renews its lease."""
+class LeaseRecord(SQLModel, table=True):
+    """A lease (see ``wip_mailer.lease``): ``scheduler``, ``campaign:ID``; its token fences writes."""
 
-    __tablename__ = "scheduler_lease"
-    name: str = Field(primary_key=True, max_length=32)
-    owner: str = Field(max_length=120)  # host:pid:random
+    __tablename__ = "lease"
+    name: str = Field(primary_key=True, max_length=64)
+    token: str = Field(max_length=120)  # host:pid:random, new for every acquisition
     acquired_at: datetime = _created()
     expires_at: datetime = _created()
 

@@ -9,9 +9,10 @@ Two records in the same database, each the truth about one thing:
   keeps *when*: triggers, next run times, misfire grace. `wip-mailer schedule` writes there
   through a scheduler that never runs anything; `wip-mailer scheduler run` executes.
 
-Only one `scheduler run` may work on a database: it holds a lease row (``scheduler_lease``)
-taken with a conditional UPDATE or INSERT, renewed every poll interval and expiring so that a
-crashed scheduler blocks nobody for long. A second one refuses (or waits with ``--wait``).
+Only one `scheduler run` may work on a database: it holds the ``scheduler`` lease
+(``wip_mailer.lease``), renewed every poll interval; a scheduler killed on this host is
+taken over at once, one elsewhere when its lease expires. A second one refuses (or waits
+with ``--wait``).
 
 Nothing is dropped silently: a job whose time passed beyond the grace window while no
 scheduler ran is marked ``missed`` (APScheduler's misfire event), and at start-up every row
@@ -22,10 +23,7 @@ marked ``missed``; each case is logged and shown by `wip-mailer schedule list`.
 from __future__ import annotations
 
 import logging
-import os
 import re
-import secrets
-import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -49,17 +47,16 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import Engine
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from wip_mailer.db import session_scope, utcnow
 from wip_mailer.errors import InvalidInputError, NotFoundError, StateError, WipMailerError
+from wip_mailer.lease import Holder, Lease, holder
 from wip_mailer.models import (
     Edition,
     EditionStatus,
     ScheduledJob,
     ScheduleKind,
-    SchedulerLease,
     ScheduleStatus,
     apscheduler_jobs,
 )
@@ -477,65 +474,9 @@ def _set_status(
 
 # --- the lease: one scheduler per database -----------------------------------------------
 
-@dataclass(frozen=True)
-class LeaseHolder:
-    owner: str
-    expires_at: datetime
-
-
-def new_owner_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-
-
-def acquire_lease(engine: Engine, owner: str, ttl_seconds: float) -> bool:
-    """Take the lease if it is free, expired or already ours (a conditional UPDATE or INSERT)."""
-    now = utcnow()
-    expires = now + timedelta(seconds=ttl_seconds)
-    table = SchedulerLease.__table__  # type: ignore[attr-defined]
-    with engine.begin() as connection:
-        taken = connection.execute(
-            sa.update(table)
-            .where(table.c.name == LEASE_NAME)
-            .where(sa.or_(table.c.owner == owner, table.c.expires_at < now))
-            .values(owner=owner, acquired_at=now, expires_at=expires)
-        ).rowcount
-    if taken == 1:
-        return True
-    try:
-        with engine.begin() as connection:
-            connection.execute(
-                sa.insert(table).values(name=LEASE_NAME, owner=owner, acquired_at=now, expires_at=expires)
-            )
-    except IntegrityError:
-        return False  # another scheduler holds it
-    return True
-
-
-def renew_lease(engine: Engine, owner: str, ttl_seconds: float) -> bool:
-    """Extend our lease; False if it is no longer ours (we stalled and another took it)."""
-    table = SchedulerLease.__table__  # type: ignore[attr-defined]
-    with engine.begin() as connection:
-        renewed = connection.execute(
-            sa.update(table)
-            .where(table.c.name == LEASE_NAME, table.c.owner == owner)
-            .values(expires_at=utcnow() + timedelta(seconds=ttl_seconds))
-        ).rowcount
-    return bool(renewed == 1)
-
-
-def release_lease(engine: Engine, owner: str) -> None:
-    table = SchedulerLease.__table__  # type: ignore[attr-defined]
-    with engine.begin() as connection:
-        connection.execute(sa.delete(table).where(table.c.name == LEASE_NAME, table.c.owner == owner))
-
-
-def lease_holder(engine: Engine) -> LeaseHolder | None:
-    """The scheduler currently holding the lease, if any and not expired."""
-    with session_scope(engine) as session:
-        lease = session.get(SchedulerLease, LEASE_NAME)
-    if lease is None or lease.expires_at <= utcnow():
-        return None
-    return LeaseHolder(lease.owner, lease.expires_at)
+def lease_holder(engine: Engine) -> Holder | None:
+    """The scheduler currently holding the database, if any."""
+    return holder(engine, LEASE_NAME)
 
 
 # --- what a firing does ----------------------------------------------------------------
@@ -650,9 +591,9 @@ class SchedulerService:
     def __init__(self, engine: Engine, settings: Settings, owner: str | None = None):
         self.engine = engine
         self.settings = settings
-        self.owner = owner or new_owner_id()
         self.poll = settings.scheduler_poll_seconds
-        self.lease_ttl = max(15.0, 6 * self.poll)
+        self.lease = Lease(engine, LEASE_NAME, max(15.0, 6 * self.poll), token=owner)
+        self.owner = self.lease.token
         self.grace = timedelta(seconds=settings.scheduler_grace_seconds)
         self.lost_lease = False
         self._stop = threading.Event()
@@ -667,7 +608,7 @@ class SchedulerService:
             return
         with _running_lock:
             if _running is not None:
-                release_lease(self.engine, self.owner)
+                self.lease.release()
                 raise StateError("A scheduler is already running in this process.")
             _running = self
         try:
@@ -687,11 +628,9 @@ class SchedulerService:
 
     def _take_lease(self, wait: bool) -> None:
         waiting = False
-        while not acquire_lease(self.engine, self.owner, self.lease_ttl):
-            holder = lease_holder(self.engine)
+        while (current := self.lease.acquire()) is not None:
             if not wait:
-                who = (f" ({holder.owner}, lease valid until {holder.expires_at:%H:%M:%S} UTC)"
-                       if holder else "")
+                who = f" ({current.token}, lease valid until {current.expires_at:%H:%M:%S} UTC)"
                 raise LeaseRefused(
                     f"Another scheduler is already running on this database{who}: stop it first, "
                     "or start this one with --wait to take over when it stops."
@@ -779,11 +718,11 @@ class SchedulerService:
             log.info("Stopping: waiting for running jobs to finish.")
             scheduler.shutdown(wait=True)
         if not self.lost_lease:
-            release_lease(self.engine, self.owner)
+            self.lease.release()
         log.info("Scheduler stopped.")
 
     def _heartbeat(self) -> None:
-        if not renew_lease(self.engine, self.owner, self.lease_ttl):
+        if not self.lease.renew():
             self.lost_lease = True
             log.error("The database lease was taken by another scheduler; stopping.")
             self._stop.set()
@@ -925,7 +864,6 @@ def _duration(value: timedelta) -> str:
 
 __all__ = [
     "ACTIONS", "ActionContext", "LeaseRefused", "ScheduleRequest",
-    "ScheduleView", "SchedulerService", "acquire_lease", "add_schedule", "cancel_schedule",
+    "ScheduleView", "SchedulerService", "add_schedule", "cancel_schedule",
     "fire", "format_local", "lease_holder", "list_schedules", "parse_at", "parse_cron",
-    "release_lease", "renew_lease",
 ]

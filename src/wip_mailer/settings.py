@@ -45,6 +45,7 @@ class Settings:
     retry_base_seconds: float = 60.0
     retry_deadline_seconds: float = 14400.0
     journal_dir: str = "wip-mailer-journal"
+    lease_seconds: float = 60.0
     sender: str = "Work in Progress <newsletter@example.org>"
     reply_to: str = ""
     bounce_address: str = ""
@@ -186,6 +187,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "RATE_PER_HOUR": lambda k, v: _int(k, v, 0, 100_000_000),
     "RETRY_BASE_SECONDS": lambda k, v: _float(k, v, 0.01),
     "RETRY_DEADLINE_SECONDS": lambda k, v: _float(k, v, 0),
+    "LEASE_SECONDS": lambda k, v: _float(k, v, 1),
     "FROM": lambda k, v: _mailbox(k, v, allow_empty=False),
     "REPLY_TO": lambda k, v: _mailbox(k, v, allow_empty=True),
     "BOUNCE_ADDRESS": lambda k, v: _mailbox(k, v, allow_empty=True),

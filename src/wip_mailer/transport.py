@@ -39,6 +39,10 @@ def connect(settings: Settings) -> smtplib.SMTP:
                                       context=_tls_context())
         else:
             client = smtplib.SMTP(host, port, local_hostname=_local_hostname(), timeout=timeout)
+        # The final dot goes out in a write of its own (see dispatch.connection): without
+        # NODELAY, Nagle's algorithm would hold it until the body's last segment is acknowledged.
+        if client.sock is not None:
+            client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client.ehlo()
         if settings.smtp_security == "starttls":
             client.starttls(context=_tls_context())

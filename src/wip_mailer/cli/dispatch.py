@@ -180,8 +180,8 @@ def campaigns_status(app: App, campaign_id: int, as_json: bool) -> None:
     click.echo(f"Campaign {row['id']} of edition {row['edition']}: {row['status']}, "
                f"{row['recipients']} recipients ({', '.join(row['lists'])}).")
     click.echo("  " + ", ".join(f"{number} {state.replace('_', ' ')}" for state, number in counts.items()))
-    if row["lease_owner"]:
-        click.echo(f"  Being sent by {row['lease_owner']} (lease until {row['lease_expires_at']:%H:%M:%S}).")
+    if row["sender"]:
+        click.echo(f"  Being sent by {row['sender']} (lease until {row['sender_lease_until']:%H:%M:%S}).")
     for problem in row["problems"]:
         click.echo(f"  {problem['state']:<9} {problem['email']}: {problem['last_reply']}")
 

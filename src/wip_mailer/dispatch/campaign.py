@@ -27,8 +27,9 @@ from wip_mailer.dispatch import ledger
 from wip_mailer.dispatch.connection import Connection, Outcome
 from wip_mailer.dispatch.journal import Journal
 from wip_mailer.dispatch.ratelimit import Pacer
-from wip_mailer.dispatch.runner import RunCounts, Runner
+from wip_mailer.dispatch.runner import RunCounts, Runner, RunOutcome
 from wip_mailer.errors import DeliveryError, InvalidInputError, NotFoundError, StateError
+from wip_mailer.lease import Lease, holder
 from wip_mailer.models import Campaign, CampaignStatus, Edition, EditionStatus
 from wip_mailer.personalise import Addressee, MessageTemplate
 from wip_mailer.render import RenderedEdition
@@ -67,6 +68,22 @@ class CampaignSummary:
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+class CampaignStopped(DeliveryError):
+    """A send stopped on an error (the server refused, could not be reached, or the lease was lost)."""
+
+    def __init__(self, campaign_id: int, cause: DeliveryError, *, lease_lost: bool = False):
+        super().__init__(str(cause))
+        self.campaign_id = campaign_id
+        self.cause = cause
+        self.lease_lost = lease_lost
+
+    def __str__(self) -> str:
+        if self.lease_lost:  # the campaign goes on in the process that took it over
+            return str(self.cause)
+        return (f"{self.cause} Campaign {self.campaign_id} is paused; resume it with "
+                f"`wip-mailer campaigns resume {self.campaign_id}`.")
 
 
 class Progress(Protocol):
@@ -183,7 +200,7 @@ def send_edition(engine: Engine, settings: Settings, request: SendRequest, *,
     with session_scope(engine) as session:
         running = _active_campaign(session, edition_id)
         if running is not None:
-            raise _already_running(request.slug, running)
+            raise _already_running(session, request.slug, running)
         exclude = ledger.already_sent_subscribers(session, edition_id)
         count = sum(1 for r in audience.select_recipients(session, request.lists, request.segment)
                     if r.subscriber_id not in exclude)
@@ -202,25 +219,44 @@ def send_edition(engine: Engine, settings: Settings, request: SendRequest, *,
 def resume_campaign(engine: Engine, settings: Settings, campaign_id: int, *,
                     progress: Progress | None = None, resend_in_doubt: bool = False,
                     connections: int | None = None, rate_per_second: float | None = None) -> CampaignSummary:
-    """Carry on a paused or crashed campaign: nobody already sent is sent again."""
+    """Carry on a paused or crashed campaign: nobody already sent is sent again.
+
+    With ``resend_in_doubt`` a finished campaign is reopened too, to resend only the
+    messages it left in doubt (there is nothing else left to send in it).
+    """
     settings = _effective(settings, connections, rate_per_second)
     with session_scope(engine) as session:
         campaign = session.get(Campaign, campaign_id)
         if campaign is None:
             raise NotFoundError(f"There is no campaign {campaign_id}.")
-        if campaign.status not in ACTIVE:
+        reopen = resend_in_doubt and campaign.status == CampaignStatus.FINISHED
+        if reopen and ledger.state_counts(session, campaign_id)["in_doubt"] == 0:
+            raise StateError(f"Campaign {campaign_id} is finished and has no message in doubt: "
+                             "nothing to resend.")
+        if campaign.status not in ACTIVE and not reopen:
             raise StateError(f"Campaign {campaign_id} is {campaign.status}; only a paused or interrupted "
-                             "campaign can be resumed.")
+                             "campaign can be resumed (or a finished one with --resend-in-doubt).")
+        if reopen:
+            _reopen(session, campaign)
     return _run_campaign(engine, settings, campaign_id, progress=progress, resend_in_doubt=resend_in_doubt)
 
 
 # --- steps ----------------------------------------------------------------------------------
 
-def _already_running(slug: str, campaign: Campaign) -> StateError:
-    if campaign.status == CampaignStatus.SENDING and campaign.lease_owner:
+def _reopen(session: Session, campaign: Campaign) -> None:
+    """A finished campaign becomes paused again, so its in-doubt messages can be resent."""
+    edition = session.get(Edition, campaign.edition_id)
+    if edition is not None and _active_campaign(session, campaign.edition_id) is not None:
+        raise StateError(f"Edition {edition.slug!r} has another unfinished campaign: finish it first.")
+    campaign.status = CampaignStatus.PAUSED
+    session.add(campaign)
+
+def _already_running(session: Session, slug: str, campaign: Campaign) -> StateError:
+    sender = holder(session.connection(), f"campaign:{campaign.id}")
+    if campaign.status == CampaignStatus.SENDING and sender is not None:
         return StateError(
             f"Edition {slug!r} is being sent right now by campaign {campaign.id} "
-            f"({campaign.lease_owner}); a second send would mail people twice."
+            f"({sender}); a second send would mail people twice."
         )
     return StateError(
         f"Edition {slug!r} has an unfinished campaign {campaign.id}: resume it with "
@@ -256,110 +292,152 @@ def _start_campaign(engine: Engine, edition_id: int, request: SendRequest, lists
         ) from None
 
 
+def campaign_lease(engine: Engine, settings: Settings, campaign_id: int) -> Lease:
+    """The lease one process holds while it sends a campaign (its token fences every write)."""
+    return Lease(engine, f"campaign:{campaign_id}", settings.lease_seconds)
+
+
 @contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """A service manager's SIGTERM pauses the campaign like Ctrl-C does."""
+def _signals_interrupt(runner: Runner) -> Iterator[None]:
+    """Ctrl-C and a service manager's SIGTERM pause the campaign: the first one asks the runner
+    to finish the messages in flight, a second one stops at once.
+
+    A flag, not an exception: a KeyboardInterrupt raised in the middle of a database write
+    could leave a transaction open (and the database locked) while the run winds down.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    asked = False
 
     def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+        nonlocal asked
+        if asked:
+            raise KeyboardInterrupt
+        asked = True
+        runner.interrupt()
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
-def _run_campaign(engine: Engine, settings: Settings, campaign_id: int, *,
-                  progress: Progress | None, resend_in_doubt: bool = False) -> CampaignSummary:
-    owner = ledger.new_owner()
-    holder = ledger.acquire_lease(engine, campaign_id, owner)
+def _take_lease(engine: Engine, settings: Settings, campaign_id: int) -> Lease:
+    lease = campaign_lease(engine, settings, campaign_id)
+    holder = lease.acquire()
     if holder is not None:
         raise StateError(
             f"Campaign {campaign_id} is being sent right now by {holder}; "
             "a second send would mail people twice."
         )
+    return lease
+
+
+def _settle_previous_run(engine: Engine, settings: Settings, campaign_id: int, resend_in_doubt: bool
+                         ) -> list[str]:
+    """Settle what a crashed or stalled runner left ``sending``; with the flag, requeue in-doubt rows."""
     notes: list[str] = []
-    journal_dir = Path(settings.journal_dir)
-    status = CampaignStatus.PAUSED
-    error: BaseException | None = None
+    recovery = ledger.recover_orphans(engine, campaign_id, Path(settings.journal_dir))
+    if recovery.sent or recovery.requeued or recovery.in_doubt:
+        notes.append(
+            f"Settled the interrupted run: {recovery.sent} confirmed sent, {recovery.requeued} "
+            f"not yet sent (queued again), {recovery.in_doubt} in doubt (not resent)."
+        )
+    if resend_in_doubt:
+        requeued = ledger.requeue_in_doubt(engine, campaign_id)
+        notes.append(f"{requeued} in-doubt message(s) queued again to be resent.")
+    return notes
+
+
+def _run(engine: Engine, settings: Settings, campaign_id: int, lease: Lease,
+         progress: Progress | None) -> RunOutcome:
+    with session_scope(engine) as session:
+        campaign = session.get(Campaign, campaign_id)
+        assert campaign is not None
+        campaign.status = CampaignStatus.SENDING
+        total = campaign.recipient_count
+        list_ids = campaign.audience.get("list_ids", [])
+        rendered = RenderedEdition(campaign.subject, campaign.body_html, campaign.body_text)
+        names = {lst.id: lst.name for lst in session.exec(select_lists(list_ids)).all()}
+        done = _done(ledger.state_counts(session, campaign_id))
+    template = MessageTemplate(settings, rendered, campaign_id=campaign_id, list_names=names)
+    journal = Journal(Path(settings.journal_dir), campaign_id, lease.token)
+    if progress is not None:
+        progress.start(total, done)
+
+    def on_progress(counts: RunCounts) -> None:
+        if progress is not None:
+            progress.update(done + counts.sent + counts.failed + counts.skipped + counts.in_doubt)
+
+    runner = Runner(
+        engine, settings, campaign_id=campaign_id, list_ids=list_ids, template=template, lease=lease,
+        journal=journal, connections=settings.smtp_connections,
+        pacer=Pacer(settings.rate_per_second, settings.rate_per_hour),
+        on_progress=on_progress, on_note=progress.note if progress is not None else None,
+    )
     outcome = None
-    journal: Journal | None = None
     try:
-        recovery = ledger.recover_orphans(engine, campaign_id, journal_dir)
-        if recovery.sent or recovery.requeued or recovery.in_doubt:
-            notes.append(
-                f"Settled the interrupted run: {recovery.sent} confirmed sent, {recovery.requeued} "
-                f"not yet sent (queued again), {recovery.in_doubt} in doubt (not resent)."
-            )
-        if resend_in_doubt:
-            requeued = ledger.requeue_in_doubt(engine, campaign_id)
-            if requeued:
-                notes.append(f"{requeued} in-doubt messages queued again (--resend-in-doubt).")
+        with _signals_interrupt(runner):
+            outcome = runner.run()
+        return outcome
+    finally:
+        # The journal is removed once no row depends on it; a runner that lost its lease
+        # keeps it, for the successor that settles its rows.
+        with engine.connect() as connection:
+            settled = ledger.state_counts(connection, campaign_id)["sending"] == 0
+        journal.close(remove=settled and outcome is not None and not outcome.lease_lost)
+
+
+def _finish(engine: Engine, campaign_id: int, lease: Lease, outcome: RunOutcome | None,
+            notes: list[str]) -> CampaignSummary:
+    """Store the campaign's status and summary and give the lease back, in one fenced step."""
+    with engine.connect() as connection:
+        counts = ledger.state_counts(connection, campaign_id)
+    unfinished = counts["queued"] + counts["sending"] + counts["deferred"]
+    status = CampaignStatus.PAUSED
+    if outcome is not None and outcome.lease_lost:
+        status = CampaignStatus.SENDING  # not ours any more: its new owner carries on
+    elif outcome is not None and outcome.error is None and not outcome.interrupted and unfinished == 0:
+        status = CampaignStatus.FINISHED
+    summary = _summary(campaign_id, counts, status, notes)
+
+    def store(connection: sa.Connection) -> None:
+        values: dict[str, Any] = {"status": status, "summary": summary.as_dict()}
+        if status == CampaignStatus.FINISHED:
+            values["finished_at"] = utcnow()
+        connection.execute(sa.update(Campaign).where(col(Campaign.id) == campaign_id).values(**values))
+
+    if not (outcome is not None and outcome.lease_lost) and lease.release(then=store) \
+            and status == CampaignStatus.FINISHED:
         with session_scope(engine) as session:
             campaign = session.get(Campaign, campaign_id)
-            assert campaign is not None
-            campaign.status = CampaignStatus.SENDING
-            total = campaign.recipient_count
-            list_ids = campaign.audience.get("list_ids", [])
-            rendered = RenderedEdition(campaign.subject, campaign.body_html, campaign.body_text)
-            names = {lst.id: lst.name for lst in session.exec(select_lists(list_ids)).all()}
-            done = _done(ledger.state_counts(session, campaign_id))
+            edition = session.get(Edition, campaign.edition_id) if campaign else None
+            if edition is not None:
+                set_edition_status(session, edition, EditionStatus.SENT)
+    return summary
+
+
+def _run_campaign(engine: Engine, settings: Settings, campaign_id: int, *,
+                  progress: Progress | None, resend_in_doubt: bool = False) -> CampaignSummary:
+    """The send, as named steps: take the lease → settle the previous run → run → finish."""
+    lease = _take_lease(engine, settings, campaign_id)
+    notes: list[str] = []
+    outcome: RunOutcome | None = None
+    try:
+        notes = _settle_previous_run(engine, settings, campaign_id, resend_in_doubt)
         for note in notes:
             if progress is not None:
                 progress.note(note)
-        template = MessageTemplate(settings, rendered, campaign_id=campaign_id, list_names=names)
-        journal = Journal(journal_dir, campaign_id, owner)
-        if progress is not None:
-            progress.start(total, done)
-
-        def on_progress(counts: RunCounts) -> None:
-            if progress is not None:
-                progress.update(done + counts.sent + counts.failed + counts.skipped + counts.in_doubt)
-
-        runner = Runner(
-            engine, settings, campaign_id=campaign_id, list_ids=list_ids, template=template,
-            worker=owner, journal=journal, connections=settings.smtp_connections,
-            pacer=Pacer(settings.rate_per_second, settings.rate_per_hour), lease_owner=owner,
-            on_progress=on_progress, on_note=progress.note if progress is not None else None,
-        )
-        with _sigterm_as_interrupt():
-            outcome = runner.run()
-        error = outcome.error
-    except BaseException as exc:
-        error = exc
-        raise
+        outcome = _run(engine, settings, campaign_id, lease, progress)
     finally:
         if progress is not None:
             progress.stop()
-        if outcome is not None and outcome.lease_lost:
-            status = CampaignStatus.SENDING  # not ours any more: leave it to its new owner
-        with session_scope(engine) as session:
-            counts = ledger.state_counts(session, campaign_id)
-        unfinished = counts["queued"] + counts["sending"] + counts["deferred"]
-        if error is None and outcome is not None and not outcome.interrupted and unfinished == 0:
-            status = CampaignStatus.FINISHED
-        summary = _summary(campaign_id, counts, status, notes)
-        if journal is not None:
-            journal.close(remove=counts["sending"] == 0)
-        if not (outcome is not None and outcome.lease_lost):
-            ledger.release_lease(engine, campaign_id, owner, status, summary.as_dict())
-            if status == CampaignStatus.FINISHED:
-                with session_scope(engine) as session:
-                    campaign = session.get(Campaign, campaign_id)
-                    edition = session.get(Edition, campaign.edition_id) if campaign else None
-                    if edition is not None:
-                        set_edition_status(session, edition, EditionStatus.SENT)
-    if error is not None:
-        if isinstance(error, DeliveryError):
-            raise DeliveryError(
-                f"{error} Campaign {campaign_id} is paused; resume it with "
-                f"`wip-mailer campaigns resume {campaign_id}`."
-            ) from None
-        raise error
+        summary = _finish(engine, campaign_id, lease, outcome, notes)
+    if outcome.error is not None:
+        raise CampaignStopped(campaign_id, outcome.error, lease_lost=outcome.lease_lost)
     return summary
 
 
@@ -435,13 +513,15 @@ def _send_tests(settings: Settings, rendered: RenderedEdition, addresses: tuple[
 def _campaign_row(session: Session, campaign: Campaign, slug: str) -> dict[str, Any]:
     assert campaign.id is not None
     counts = ledger.state_counts(session, campaign.id)
+    sender = holder(session.connection(), f"campaign:{campaign.id}")
     return {
         "id": campaign.id, "edition": slug, "status": campaign.status,
         "lists": campaign.audience.get("lists", []), "segment": campaign.audience.get("segment"),
         "recipients": campaign.recipient_count, "counts": counts,
         "created_at": campaign.created_at, "started_at": campaign.started_at,
-        "finished_at": campaign.finished_at, "lease_owner": campaign.lease_owner,
-        "lease_expires_at": campaign.lease_expires_at,
+        "finished_at": campaign.finished_at,
+        "sender": str(sender) if sender else None,
+        "sender_lease_until": sender.expires_at if sender else None,
     }
 
 

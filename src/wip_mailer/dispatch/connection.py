@@ -8,7 +8,14 @@ driven step by step instead of ``smtplib.SMTP.sendmail`` because
   so sendmail's per-message ``_fix_eols``/``_quote_periods`` regex passes over 60 KB
   are pure waste at thousands of messages per second;
 - MAIL, RCPT and DATA go in one write when the server offers PIPELINING (RFC 2920);
-- the moment the data is handed over is where the journal must write ``B``.
+- the final dot is the moment of hand-over, and it is kept apart from the body.
+
+The body is written first, then, if the server has not hung up meanwhile, ``before_dot``
+runs (the runner journals ``B`` and checks its lease there; it may withdraw the message,
+which closes the session so the server discards the body), and only then the ``.``.
+Before the dot nothing can have been stored, so any failure is safe to retry. After it,
+anything but a clear reply — a timeout (which smtplib reports as a disconnection), a hang-up,
+a garbled reply — means the server may have the message: ``IN_DOUBT``, never retried.
 
 Every outcome is one ``SendResult``; nothing here touches the database.
 """
@@ -16,6 +23,7 @@ Every outcome is one ``SendResult``; nothing here touches the database.
 from __future__ import annotations
 
 import re
+import select
 import smtplib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,7 +46,8 @@ class Outcome(StrEnum):
     RETRY = "retry"  # not accepted because of the session (421, drop, timeout before data): resend now
     DEFERRED = "deferred"  # 4xx for this message: retry later
     FAILED = "failed"  # 5xx for this message: never retry
-    IN_DOUBT = "in_doubt"  # the data was sent and the reply timed out: the server may have it
+    IN_DOUBT = "in_doubt"  # the final dot was sent and no clear reply came: the server may have it
+    WITHDRAWN = "withdrawn"  # ``before_dot`` declined: the session was closed before the dot
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,15 @@ class SendResult:
     outcome: Outcome
     reply: str
     hard_bounce: bool = False  # a 5xx that says the address itself is bad: suppress it
+
+
+def _peer_spoke_or_left(client: smtplib.SMTP) -> bool:
+    """Whether the socket is readable in the middle of DATA: a hang-up, a reset or a stray reply."""
+    sock = client.sock
+    if sock is None:
+        return True
+    readable, _, _ = select.select([sock], [], [], 0)
+    return bool(readable)
 
 
 class SenderRefusedError(DeliveryError):
@@ -89,7 +107,7 @@ class Connection:
         self.cap = cap or settings.smtp_messages_per_connection
         self._client: smtplib.SMTP | None = None
         self._pipelining = False
-        self._data_sent = False
+        self._dot_sent = False
         self.sent_in_session = 0
         self.sessions = 0
 
@@ -120,35 +138,31 @@ class Connection:
         return code, _reply_text(code, message)
 
     # -- one message --------------------------------------------------------------------
-    def send(self, message: Outgoing, on_data: Callable[[], None] | None = None) -> SendResult:
-        """Send one message; ``on_data`` runs just before the data is handed over.
+    def send(self, message: Outgoing, before_dot: Callable[[], bool] | None = None) -> SendResult:
+        """Send one message; ``before_dot`` runs just before the final dot and may withdraw it.
 
         Raises DeliveryError only when the server cannot be reached or refuses the sender.
         """
         client = self._session()
-        self._data_sent = False
+        self._dot_sent = False
         try:
-            result = self._transaction(client, message, on_data)
-        except (smtplib.SMTPServerDisconnected, ConnectionError) as exc:
+            result = self._transaction(client, message, before_dot)
+        except (OSError, smtplib.SMTPException) as exc:  # timeouts, hang-ups, resets
             self.close(polite=False)
             reason = str(exc) or type(exc).__name__
-            return SendResult(Outcome.RETRY, f"connection lost ({reason}); resent on a new connection")
-        except TimeoutError:
-            self.close(polite=False)
-            if self._data_sent:
-                return SendResult(Outcome.IN_DOUBT, "timed out waiting for the reply after the data was sent")
-            return SendResult(Outcome.RETRY, "timed out before the data was sent; resent on a new connection")
-        except OSError as exc:
-            self.close(polite=False)
-            return SendResult(Outcome.RETRY, f"connection error ({exc}); resent on a new connection")
-        if result.outcome is Outcome.RETRY:
+            if self._dot_sent:
+                return SendResult(Outcome.IN_DOUBT, f"no reply after the end of the message ({reason}); "
+                                                    "the server may have it, so it is not resent")
+            return SendResult(Outcome.RETRY, f"connection lost before the end of the message ({reason}); "
+                                             "resent on a new connection")
+        if result.outcome in (Outcome.RETRY, Outcome.IN_DOUBT, Outcome.WITHDRAWN):
             self.close(polite=False)
         elif self.sent_in_session >= self.cap:
             self.close()
         return result
 
     def _transaction(self, client: smtplib.SMTP, message: Outgoing,
-                     on_data: Callable[[], None] | None) -> SendResult:
+                     before_dot: Callable[[], bool] | None) -> SendResult:
         mail = f"MAIL FROM:<{message.envelope_from}>\r\n".encode("ascii")
         rcpt = f"RCPT TO:<{message.recipient}>\r\n".encode("ascii")
         if self._pipelining:
@@ -185,25 +199,34 @@ class Connection:
             self._abort(client, replies)
             outcome = Outcome.FAILED if data_code >= 500 else Outcome.DEFERRED
             return SendResult(outcome, data_reply)
-        if on_data is not None:
-            on_data()
-        self._data_sent = True
-        client.send(message.smtp_data)
-        try:
-            code, reply = self._reply(client)
-        except smtplib.SMTPServerDisconnected:
-            # The server hung up instead of answering: servers answer once the message is
-            # safe, so it is treated as not accepted and resent (as MTAs do, RFC 5321 §6.1).
-            self.close(polite=False)
-            return SendResult(Outcome.RETRY, "connection closed before the server confirmed the message")
+        return self._hand_over(client, message.smtp_data, before_dot)
+
+    def _hand_over(self, client: smtplib.SMTP, data: bytes, before_dot: Callable[[], bool] | None
+                   ) -> SendResult:
+        """Write the body, then the final dot, and read the one reply that says what became of it."""
+        assert data.endswith(b"\r\n.\r\n")
+        client.send(data[:-3])
+        if _peer_spoke_or_left(client):
+            # The server hung up (or broke the protocol) before the end of the message: it cannot
+            # have stored it (RFC 5321 §4.1.1.4), so it is safe to send again.
+            return SendResult(Outcome.RETRY, "the server closed the connection before the end of the "
+                                             "message; resent on a new connection")
+        if before_dot is not None and not before_dot():
+            return SendResult(Outcome.WITHDRAWN, "withdrawn before the end of the message")
+        self._dot_sent = True
+        client.send(data[-3:])
+        code, reply = self._reply(client)  # a timeout or hang-up here raises: in doubt (see send)
         self.sent_in_session += 1
         if 200 <= code < 300:
             return SendResult(Outcome.ACCEPTED, reply)
         if code == SERVICE_CLOSING:
-            return SendResult(Outcome.RETRY, reply)
-        if code >= 500:
+            return SendResult(Outcome.RETRY, reply)  # a clear "not taken, closing"
+        if 500 <= code < 600:
             return SendResult(Outcome.FAILED, reply, is_hard_bounce(code, reply))
-        return SendResult(Outcome.DEFERRED, reply)
+        if 400 <= code < 500:
+            return SendResult(Outcome.DEFERRED, reply)
+        return SendResult(Outcome.IN_DOUBT, f"unreadable reply after the end of the message ({reply}); "
+                                            "the server may have it, so it is not resent")
 
     def _session_refused(self, reply: str) -> str:
         """One sentence for a 530 to MAIL: the session needs TLS or a login the settings lack."""

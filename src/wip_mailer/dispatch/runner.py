@@ -11,8 +11,19 @@ a flush is one transaction however many results it carries.
 
 Exactly-once, precisely: a row is ``sent`` only after a 2xx; a row is claimed by one
 runner only; after a crash, ``ledger.recover_orphans`` reads the journal, so the rows
-left in doubt are the messages whose data had been handed to the server and whose
-reply was not yet journaled — at most one per connection.
+left in doubt are the messages whose final dot had been sent and whose reply was not
+yet journaled — at most one per connection.
+
+Fencing: every claim and result write carries the runner's lease token (see
+``ledger``), and right before each final dot a sender journals ``B`` and then checks,
+without the database, that the lease cannot have been taken yet (``Lease.still_valid``).
+A runner frozen past its lease therefore wakes to withdraw its messages, not send them:
+the ones its successor requeued (no ``B``) go out once, from the successor; the ones it
+had journaled were left in doubt by the successor and go out at most once, from it.
+
+A late unsubscribe wins: right before each message a sender asks the database whether
+the person is still subscribed and not suppressed (``ledger.HandOverCheck``). What is
+left is the messages already in an SMTP transaction: at most one per connection.
 """
 
 from __future__ import annotations
@@ -23,6 +34,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import Engine
 
@@ -30,9 +42,10 @@ from wip_mailer.db import utcnow
 from wip_mailer.dispatch import ledger
 from wip_mailer.dispatch.connection import Connection, Outcome, SenderRefusedError, SendResult
 from wip_mailer.dispatch.journal import Journal
-from wip_mailer.dispatch.ledger import Claim, Result
+from wip_mailer.dispatch.ledger import Claim, HandOverCheck, Result
 from wip_mailer.dispatch.ratelimit import Pacer
 from wip_mailer.errors import DeliveryError, InvalidInputError
+from wip_mailer.lease import Lease
 from wip_mailer.models import DeliveryState
 from wip_mailer.personalise import Addressee, MessageTemplate, Outgoing
 from wip_mailer.settings import Settings
@@ -40,7 +53,6 @@ from wip_mailer.settings import Settings
 CLAIM_BATCH = 400
 FLUSH_RESULTS = 400
 FLUSH_SECONDS = 0.2
-RENEW_SECONDS = 5.0
 RESEND_ON_NEW_CONNECTION = 3  # times a message is resent after a 421 or a dropped session
 CONNECT_ATTEMPTS = 4  # per thread, with 0.5, 1, 2 s pauses, before the run stops
 FAILURE_BREAKER = 50  # this many permanent failures in a row with no success: stop and pause
@@ -82,20 +94,22 @@ class RunOutcome:
 
 class Runner:
     def __init__(self, engine: Engine, settings: Settings, *, campaign_id: int, list_ids: Sequence[int],
-                 template: MessageTemplate, worker: str, journal: Journal, connections: int,
-                 pacer: Pacer, lease_owner: str | None,
-                 on_progress: Callable[[RunCounts], None] | None = None,
-                 on_note: Callable[[str], None] | None = None):
+                 template: MessageTemplate, lease: Lease, journal: Journal, connections: int,
+                 pacer: Pacer, on_progress: Callable[[RunCounts], None] | None = None,
+                 on_note: Callable[[str], None] | None = None,
+                 connect: Callable[[Settings], Connection] = Connection):
         self.engine = engine
         self.settings = settings
         self.campaign_id = campaign_id
         self.list_ids = list(list_ids)
         self.template = template
-        self.worker = worker
+        self.lease = lease
+        self.worker = lease.token
         self.journal = journal
         self.connections = max(1, connections)
         self.pacer = pacer
-        self.lease_owner = lease_owner
+        self.connect = connect
+        self._renew_now = threading.Event()  # a sender found the lease past its local validity
         self.on_progress = on_progress
         self.on_note = on_note
         self.stop = threading.Event()
@@ -112,6 +126,13 @@ class Runner:
         self.batch = CLAIM_BATCH if not pacer.limited else max(
             self.connections, min(CLAIM_BATCH, int(per_second / 2)))
 
+    def interrupt(self) -> None:
+        """Stop claiming, let the messages in flight finish, hand the rest back (Ctrl-C, SIGTERM)."""
+        if not self.outcome.interrupted:
+            self.outcome.interrupted = True
+            self._note("Interrupted: finishing the messages in flight (Ctrl-C again to stop at once) ...")
+        self.stop.set()
+
     # ---- coordinator --------------------------------------------------------------------
     def run(self) -> RunOutcome:
         threads = [threading.Thread(target=self._sender, name=f"wip-sender-{n}", daemon=True)
@@ -122,8 +143,7 @@ class Runner:
             try:
                 self._loop()
             except KeyboardInterrupt:
-                self.outcome.interrupted = True
-                self._note("Interrupted: finishing the messages in flight (Ctrl-C again to stop at once) ...")
+                self.interrupt()
             self.stop.set()
             self._drain()
         finally:
@@ -143,7 +163,7 @@ class Runner:
                 exhausted_at = None  # look again: deferred rows may have come due
             if exhausted_at is None and self.work.qsize() < self.batch // 2 + self.connections:
                 claims, skipped = ledger.claim_batch(self.engine, self.campaign_id, self.list_ids,
-                                                     self.worker, self.batch)
+                                                     self.lease, self.batch)
                 self.outcome.counts.skipped += skipped
                 for claim in claims:
                     self.work.put(_Item(claim))
@@ -155,7 +175,7 @@ class Runner:
             if len(self._pending) >= FLUSH_RESULTS or (self._pending and now - last_flush >= FLUSH_SECONDS):
                 self._flush()
                 last_flush = now
-            if now - last_renew >= RENEW_SECONDS:
+            if now - last_renew >= self.lease.renew_every or self._renew_now.is_set():
                 self._renew()
                 last_renew = now
             if exhausted_at is not None and self._outstanding == 0:
@@ -182,7 +202,7 @@ class Runner:
     _last_wait_renew = 0.0
 
     def _renew_if_due(self) -> None:
-        if time.monotonic() - self._last_wait_renew >= RENEW_SECONDS:
+        if time.monotonic() - self._last_wait_renew >= self.lease.renew_every:
             self._renew()
             self._last_wait_renew = time.monotonic()
 
@@ -216,10 +236,13 @@ class Runner:
             raise
 
     def _renew(self) -> None:
-        if self.lease_owner and not ledger.renew_lease(self.engine, self.campaign_id, self.lease_owner):
+        self._renew_now.clear()
+        if not self.lease.renew():
             self.outcome.lease_lost = True
             self._fatal = DeliveryError(
-                f"Campaign {self.campaign_id} was taken over by another process; this send stopped."
+                f"Campaign {self.campaign_id}: this send lost its lease (it was stalled, e.g. stopped or "
+                "suspended, for longer than WIP_MAILER_LEASE_SECONDS) and another process took the "
+                "campaign over; it stopped without sending anything more."
             )
             self.stop.set()
 
@@ -236,7 +259,8 @@ class Runner:
 
     # ---- sender threads -----------------------------------------------------------------
     def _sender(self) -> None:
-        connection = Connection(self.settings)
+        connection = self.connect(self.settings)
+        check = HandOverCheck(self.engine, self.list_ids)
         try:
             while True:
                 item = self.work.get()
@@ -246,7 +270,7 @@ class Runner:
                     self.results.put(self._hand_back(item))
                     continue
                 try:
-                    self.results.put(self._deliver(connection, item))
+                    self.results.put(self._deliver(connection, check, item))
                 except DeliveryError as exc:  # cannot connect, or the sender is refused
                     self._fatal = self._fatal or exc
                     self.stop.set()
@@ -258,45 +282,64 @@ class Runner:
                     self.results.put(self._hand_back(item))
         finally:
             connection.close()
+            check.close()
 
-    @staticmethod
-    def _hand_back(item: _Item) -> Result:
-        claim = item.claim
-        return Result(claim.delivery_id, claim.email, DeliveryState.QUEUED, "")
+    def _result(self, claim: Claim, state: str, reply: str, **details: Any) -> Result:
+        return Result(claim.delivery_id, claim.email, self.worker, state, reply, **details)
 
-    def _deliver(self, connection: Connection, item: _Item) -> Result | _Requeue:
+    def _hand_back(self, item: _Item) -> Result:
+        return self._result(item.claim, DeliveryState.QUEUED, "")
+
+    def _lease_still_valid(self) -> bool:
+        if self.lease.still_valid():
+            return True
+        self._renew_now.set()  # the coordinator renews at once, or finds the lease lost and stops
+        return False
+
+    def _deliver(self, connection: Connection, check: HandOverCheck, item: _Item) -> Result | _Requeue:
         claim = item.claim
         try:
             message = self.template.build(Addressee(claim.email, claim.name, claim.subscriber_id,
                                                     claim.list_id, claim.delivery_id))
         except InvalidInputError as exc:  # e.g. a name with a line break: refused, never sent
-            return Result(claim.delivery_id, claim.email, DeliveryState.FAILED, f"not sent: {exc}")
+            return self._result(claim, DeliveryState.FAILED, f"not sent: {exc}")
         self.pacer.wait(self.stop)
+        if not self._lease_still_valid():
+            return self._hand_back(item)
+        skip = check.skip_reason(claim)
+        if skip is not None:
+            return self._result(claim, DeliveryState.SKIPPED, skip)
         result = self._send_with_reconnect(connection, message, claim.delivery_id)
         if result.outcome is Outcome.ACCEPTED:
             self.journal.accepted(claim.delivery_id)
             self._failures_in_row = 0
-            return Result(claim.delivery_id, claim.email, DeliveryState.SENT, result.reply,
-                          message.message_id)
+            return self._result(claim, DeliveryState.SENT, result.reply, message_id=message.message_id)
         if result.outcome is Outcome.IN_DOUBT:
-            return Result(claim.delivery_id, claim.email, DeliveryState.IN_DOUBT, f"in doubt: {result.reply}",
-                          message.message_id)
+            return self._result(claim, DeliveryState.IN_DOUBT, f"in doubt: {result.reply}",
+                                message_id=message.message_id)
         self.journal.rejected(claim.delivery_id)
+        if result.outcome is Outcome.WITHDRAWN:
+            return self._hand_back(item)
         if result.outcome is Outcome.RETRY and item.resends < RESEND_ON_NEW_CONNECTION:
             item.resends += 1
             return _Requeue(item)
         if result.outcome is Outcome.FAILED:
             self._count_failure(result.reply)
-            return Result(claim.delivery_id, claim.email, DeliveryState.FAILED, result.reply,
-                          hard_bounce=result.hard_bounce)
+            return self._result(claim, DeliveryState.FAILED, result.reply, hard_bounce=result.hard_bounce)
         return self._defer(claim, result.reply)
 
     def _send_with_reconnect(self, connection: Connection, message: Outgoing, delivery_id: int) -> SendResult:
         """Send, reconnecting after a failed connect with growing pauses before giving up."""
+        def before_dot() -> bool:
+            # Journal first: a runner frozen right here is found with ``B`` by its successor,
+            # which leaves the row in doubt instead of sending it again.
+            self.journal.begin(delivery_id)
+            return self._lease_still_valid()
+
         pause = 0.5
         for attempt in range(CONNECT_ATTEMPTS):
             try:
-                return connection.send(message, on_data=lambda: self.journal.begin(delivery_id))
+                return connection.send(message, before_dot=before_dot)
             except SenderRefusedError:
                 raise
             except DeliveryError:
@@ -313,11 +356,10 @@ class Runner:
         next_attempt = now + timedelta(seconds=delay)
         deadline = claim.first_attempt_at + timedelta(seconds=self.settings.retry_deadline_seconds)
         if next_attempt > deadline:
-            return Result(claim.delivery_id, claim.email, DeliveryState.FAILED,
-                          f"gave up after {claim.attempts} attempts (retry deadline reached); "
-                          f"last reply: {reply}")
-        return Result(claim.delivery_id, claim.email, DeliveryState.DEFERRED, reply,
-                      next_attempt_at=next_attempt)
+            return self._result(claim, DeliveryState.FAILED,
+                                f"gave up after {claim.attempts} attempts (retry deadline reached); "
+                                f"last reply: {reply}")
+        return self._result(claim, DeliveryState.DEFERRED, reply, next_attempt_at=next_attempt)
 
     def _count_failure(self, reply: str) -> None:
         # Shared counter, updated from several threads: a lost increment only delays the breaker.
