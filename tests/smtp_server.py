@@ -48,7 +48,7 @@ class Faults:
     close_after_messages: int | None = None  # reply 421 and close after this many messages
     drop_after_messages: int | None = None  # drop the connection (no reply, not stored) after this many
     data_delay_seconds: float = 0.0  # wait this long before storing and replying
-    drop_before_dot: int = 0  # this many DATA commands: answer 354, then hang up at once
+    drop_before_dot: int = 0  # this many DATA commands: answer 354, read 64 KiB, hang up
     store_then_drop: int = 0  # this many messages: store, then hang up without replying
     store_then_delay_seconds: float = 0.0  # store at once, answer this much later
 
@@ -127,13 +127,26 @@ class FaultyHandler:
 
 
 class FaultySMTP(SMTP):
-    """aiosmtpd's server, able to hang up in the middle of DATA (before the final dot)."""
+    """aiosmtpd's server, able to hang up in the middle of DATA (before the final dot).
+
+    Its receive buffer is small, so a message larger than the client's send buffer is still
+    being written when the server hangs up: the hang-up really lands before the final dot.
+    """
+
+    RECEIVE_BUFFER = 64 * 1024
+
+    def connection_made(self, transport: Any) -> None:
+        transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF,
+                                                      self.RECEIVE_BUFFER)
+        super().connection_made(transport)
 
     async def smtp_DATA(self, arg: str) -> None:
         handler = self.event_handler
         if self.envelope is not None and self.envelope.rcpt_tos and handler.take_drop_before_dot():
             await self.push("354 End data with <CR><LF>.<CR><LF>")
-            self.transport.close()  # type: ignore[union-attr]
+            await self._reader.readexactly(self.RECEIVE_BUFFER)  # part of the message, then hang up
+            assert self.transport is not None
+            self.transport.close()
             return
         await super().smtp_DATA(arg)
 

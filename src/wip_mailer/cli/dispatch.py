@@ -20,6 +20,7 @@ from wip_mailer.dispatch import (
     send_edition,
 )
 from wip_mailer.dispatch.ratelimit import parse_rate
+from wip_mailer.errors import StateError
 
 
 class _RateColumn(ProgressColumn):
@@ -73,8 +74,8 @@ def _report(summary: CampaignSummary, as_json: bool) -> None:
             click.echo(
                 f"{summary.in_doubt} message(s) are in doubt: they were handed to the SMTP server when "
                 "a send stopped, and their reply was never seen, so they are not resent (most were "
-                "delivered). `wip-mailer campaigns resume "
-                f"{summary.campaign_id} --resend-in-doubt` resends them."
+                "delivered). `wip-mailer campaigns resend-in-doubt "
+                f"{summary.campaign_id}` resends them."
             )
         if summary.status == "paused":
             click.echo(f"Resume with: wip-mailer campaigns resume {summary.campaign_id}")
@@ -201,5 +202,30 @@ def campaigns_resume(app: App, campaign_id: int, resend_in_doubt: bool, connecti
     """
     summary = resume_campaign(app.engine, app.settings, campaign_id, resend_in_doubt=resend_in_doubt,
                               connections=connections, rate_per_second=rate,
+                              progress=None if as_json else RichProgress())
+    _report(summary, as_json)
+
+
+@campaigns.command("resend-in-doubt")
+@click.argument("campaign_id", type=int)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+@pass_app
+def campaigns_resend_in_doubt(app: App, campaign_id: int, yes: bool, as_json: bool) -> None:
+    """Resend the messages a campaign left in doubt (finished or paused campaigns alike).
+
+    A message is in doubt when it was handed to the server and no clear reply came back
+    (a crash, a timeout, a dropped connection): most were delivered, so the people may
+    get a second copy. A paused campaign also sends the rest of its recipients.
+
+    Example: wip-mailer campaigns resend-in-doubt 3 --yes
+    """
+    row = campaign_status(app.engine, campaign_id)
+    in_doubt = row["counts"]["in_doubt"]
+    if in_doubt == 0:
+        raise StateError(f"Campaign {campaign_id} has no message in doubt: nothing to resend.")
+    confirm_or_abort(f"Resend {in_doubt} in-doubt message(s) of campaign {campaign_id}? Some of these "
+                     "people may already have the email.", yes)
+    summary = resume_campaign(app.engine, app.settings, campaign_id, resend_in_doubt=True,
                               progress=None if as_json else RichProgress())
     _report(summary, as_json)
