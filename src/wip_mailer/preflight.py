@@ -16,9 +16,9 @@ from sqlmodel import Session
 
 from wip_mailer.assemble import EditionContext, ItemContext, assemble_edition
 from wip_mailer.errors import StateError, TemplateRenderError
-from wip_mailer.plaintext import is_placeholder_url
 from wip_mailer.render import UNSUBSCRIBE_URL_PLACEHOLDER, RenderedEdition, render_edition
 from wip_mailer.settings import Settings
+from wip_mailer.text.plaintext import is_placeholder_url
 
 KIB = 1024
 # Gmail clips HTML bodies above about 102 KB, hiding the footer with the unsubscribe link.

@@ -23,10 +23,10 @@ from premailer import Premailer
 
 from wip_mailer.assemble import EditionContext
 from wip_mailer.errors import TemplateRenderError
-from wip_mailer.intake import markdown_to_html
-from wip_mailer.plaintext import WIDTH, is_placeholder_url, markdown_to_text, wrap
 from wip_mailer.settings import Settings
 from wip_mailer.templating import environment, load_labels, render_template
+from wip_mailer.text.markdown import markdown_to_html
+from wip_mailer.text.plaintext import WIDTH, is_placeholder_url, markdown_to_text, wrap
 
 # Personal links, replaced per recipient at send time. Plain ASCII URL characters only,
 # so they survive MJML, premailer and text wrapping unchanged.

@@ -4,7 +4,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from wip_mailer.intake.markdown import ALLOWED_TAGS, Link, extract_links, markdown_to_html
+from wip_mailer.text.markdown import ALLOWED_TAGS, Link, extract_links, markdown_to_html
 
 
 class _Elements(HTMLParser):

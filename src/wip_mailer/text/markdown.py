@@ -1,4 +1,4 @@
-"""Editor Markdown → sanitised HTML, and the links an item's Markdown carries.
+"""Shared text tools: editor Markdown → sanitised HTML, and the links an item's Markdown carries.
 
 markdown-it-py renders (raw HTML in the Markdown is escaped, not passed through), then
 nh3 cleans the result with a short allow-list, so whatever an editor pastes can only
