@@ -4,13 +4,16 @@ and pre-flight; it imports nothing else of wip-mailer, so rendering never loads 
 """
 
 from wip_mailer.text.dates import DateSpan, looks_like_date_label, parse_date_label
-from wip_mailer.text.markdown import Link, extract_links, markdown_to_html, usable_url
+from wip_mailer.text.links import EMAIL_URL_SCHEMES, usable_url
+from wip_mailer.text.markdown import Link, dropped_links, extract_links, markdown_to_html
 from wip_mailer.text.plaintext import WIDTH, link_as_text, markdown_to_text, wrap
 
 __all__ = [
+    "EMAIL_URL_SCHEMES",
     "WIDTH",
     "DateSpan",
     "Link",
+    "dropped_links",
     "extract_links",
     "link_as_text",
     "looks_like_date_label",
