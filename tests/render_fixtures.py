@@ -39,7 +39,7 @@ PIXEL = _png(40, 20, (0x2E, 0x6F, 0x9E))
 
 
 def md_html(md: str) -> str:
-    """Stand-in for intake.markdown_to_html in these fixtures: placeholder links as text."""
+    """Stand-in for text.markdown_to_html in these fixtures: placeholder links as text."""
     html = _MD.render(md)
     return html.replace('<a href="#">', "<a>")
 

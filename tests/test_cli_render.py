@@ -133,3 +133,35 @@ def test_empty_archive_says_so(cli, engine: Engine, workdir: Path) -> None:
     assert "Nessun numero è stato ancora inviato." in (workdir / "site" / "index.html").read_text("utf-8")
     feed = ET.parse(workdir / "site" / "feed.xml").getroot()
     assert feed.findall(f"{ATOM}entry") == [] and feed.findtext(f"{ATOM}updated")
+
+
+def test_a_relative_link_is_text_in_html_and_text_twin_and_check_names_it(
+    cli, engine: Engine, workdir: Path
+) -> None:
+    """One link rule: the email cannot open a relative URL, so both parts show the link's
+    text only, and `check` tells the editor which item and which link."""
+    assert cli("editions", "create", "2099-05", "--title", "Maggio 2099",
+               "--start", "2099-05-01", "--end", "2099-05-31").exit_code == 0
+    body = ("Il programma è su [la pagina del festival](/relative/page) e sul "
+            "[sito](https://festival.example.org/programma).")
+    added = cli("items", "add", "--edition", "2099-05", "--title", "Festival dei cortili",
+                "--body", body)
+    assert added.exit_code == 0, added.output + added.stderr
+    assert cli("items", "approve", "1").exit_code == 0
+
+    result = cli("preview", "2099-05", "--out", "p.html", "--text", "p.txt")
+    assert result.exit_code == 0, result.stderr
+    html = (workdir / "p.html").read_text(encoding="utf-8")
+    text = " ".join((workdir / "p.txt").read_text(encoding="utf-8").split())
+    assert "/relative/page" not in html and "/relative/page" not in text
+    assert "la pagina del festival e sul <a " in html  # the text, outside any anchor
+    assert 'href="https://festival.example.org/programma"' in html
+    assert "su la pagina del festival e sul sito <https://festival.example.org/programma>." in text
+
+    check = cli("check", "2099-05")
+    assert check.exit_code == 0, check.output
+    assert ("Warning: «Festival dei cortili»: 1 link(s) to an address an email cannot open "
+            "(«la pagina del festival» → /relative/page), shown as plain text; "
+            "give the full address (https://…).") in check.output.splitlines()
+    assert "«sito»" not in check.output  # the absolute link is fine
+    assert cli("check", "2099-05", "--strict").exit_code == 1

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from wip_mailer.intake.dates import parse_date_label
 from wip_mailer.intake.document import SectionKind, is_image_description, parse_document
+from wip_mailer.text.dates import parse_date_label
 
 REPO = Path(__file__).resolve().parents[1]
 

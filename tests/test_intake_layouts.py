@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from wip_mailer.intake.dates import parse_date_label
 from wip_mailer.intake.document import parse_document, split_title_date
-from wip_mailer.intake.markdown import extract_links, markdown_to_html
+from wip_mailer.text.dates import parse_date_label
+from wip_mailer.text.markdown import extract_links, markdown_to_html
 
 EDITIONS = Path(__file__).resolve().parent / "data" / "editions"
 

@@ -91,3 +91,28 @@ def test_images_in_the_text_without_alt_are_reported() -> None:
     assert report.warnings == [
         "«Visita della delegazione di Esempiopoli <& amici>»: 1 image(s) in the text without alt text."
     ]
+
+
+def test_every_dropped_link_is_named_where_it_is() -> None:
+    context = small_edition()
+    top = context.sections[0]
+    relative = replace(
+        top.items[1], body_md="Il [verbale](/docs/verbale.pdf) e il [modulo](javascript:void(0))."
+    )
+    intro = replace(context.sections[1], intro_md="Le [foto](galleria.html) della visita.")
+    context = replace(
+        context,
+        sections=(replace(top, items=(relative,)), intro),
+        contact_lines=("[Scrivici](#)", "[www.example.org](https://www.example.org)"),
+        left_out=0,
+    )
+    report = check_context(context, Settings())
+    assert report.ok
+    hint = "shown as plain text; give the full address (https://…)."
+    assert report.warnings == [
+        "The introduction of «Approfondimenti»: 1 link(s) to an address an email cannot open "
+        f"(«foto» → galleria.html), {hint}",
+        "«Visita della delegazione di Esempiopoli <& amici>»: 2 link(s) to an address an email "
+        f"cannot open («verbale» → /docs/verbale.pdf, «modulo» → javascript:void(0)), {hint}",
+        "The contact footer: 1 link(s) without a target («Scrivici»), shown as plain text.",
+    ]

@@ -195,6 +195,11 @@ def test_editor_html_is_sanitised_again() -> None:
     assert '<a href="https://fine.example.org/">fine</a>' in cleaned
 
 
+def test_editor_html_follows_the_one_link_rule() -> None:
+    dirty = '<p><a href="/relative/page">rel</a> <a href="#top">top</a> <a href="tel:+39011">tel</a></p>'
+    assert str(clean_html(dirty)) == '<p>rel top <a href="tel:+39011">tel</a></p>'
+
+
 def test_undefined_variable_is_an_error_naming_template_and_line(tmp_path: Path) -> None:
     settings = custom_templates(
         tmp_path, "email/edition.txt.j2", "{{ edition.title }}\n\n{{ edition.no_such_field }}\n"

@@ -13,8 +13,8 @@ from sqlmodel import Session
 
 from wip_mailer import editorial
 from wip_mailer.errors import StateError
-from wip_mailer.intake.markdown import markdown_to_html
 from wip_mailer.models import Item, ItemStatus
+from wip_mailer.text.markdown import markdown_to_html
 
 
 @dataclass(frozen=True)

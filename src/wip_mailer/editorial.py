@@ -16,9 +16,9 @@ from sqlmodel import Session, col, select
 
 from wip_mailer.db import utcnow
 from wip_mailer.errors import InvalidInputError, NotFoundError, StateError
-from wip_mailer.intake.dates import DateSpan, parse_date_label
-from wip_mailer.intake.markdown import extract_links
 from wip_mailer.models import Edition, EditionStatus, Item, ItemStatus, Section
+from wip_mailer.text.dates import DateSpan, parse_date_label
+from wip_mailer.text.markdown import extract_links
 
 DEFAULT_SECTIONS = ("Top News", "Approfondimenti", "Coming Soon")
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

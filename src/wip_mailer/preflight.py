@@ -11,21 +11,19 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from markdown_it import MarkdownIt
 from sqlmodel import Session
 
 from wip_mailer.assemble import EditionContext, ItemContext, assemble_edition
 from wip_mailer.errors import StateError, TemplateRenderError
-from wip_mailer.plaintext import is_placeholder_url
 from wip_mailer.render import UNSUBSCRIBE_URL_PLACEHOLDER, RenderedEdition, render_edition
 from wip_mailer.settings import Settings
+from wip_mailer.text.markdown import dropped_links
 
 KIB = 1024
 # Gmail clips HTML bodies above about 102 KB, hiding the footer with the unsubscribe link.
 WARN_HTML_BYTES = 85 * KIB
 BLOCK_HTML_BYTES = 100 * KIB
 
-_MD = MarkdownIt("commonmark")
 _IMG = re.compile(r"<img\b[^>]*>", re.I)
 _ALT = re.compile(r'\balt="\s*[^"\s][^"]*"', re.I)
 
@@ -88,8 +86,12 @@ def check_context(context: EditionContext, settings: Settings) -> PreflightRepor
         _check_size(report)
         _check_unsubscribe(report, rendered)
         report.warnings.extend(rendered.warnings)
+    for section in context.sections:
+        _check_links(report, f"The introduction of «{section.name}»", section.intro_md)
     for item in items:
+        _check_links(report, f"«{item.title}»", item.body_md)
         _check_item(report, item)
+    _check_links(report, "The contact footer", "  \n".join(context.contact_lines))
     if context.left_out:
         report.warnings.append(
             f"{context.left_out} item(s) not approved are left out of the edition."
@@ -124,30 +126,28 @@ def _check_unsubscribe(report: PreflightReport, rendered: RenderedEdition) -> No
         )
 
 
-def _placeholder_links(item: ItemContext) -> list[str]:
-    if item.links:
-        return [link.text for link in item.links if is_placeholder_url(link.url)]
-    found: list[str] = []  # no parsed links: look in the Markdown itself
-    for token in _MD.parseInline(item.body_md or ""):
-        children = token.children or []
-        for index, child in enumerate(children):
-            if child.type != "link_open":
-                continue
-            href = child.attrs.get("href")
-            if is_placeholder_url(str(href) if href is not None else None):
-                following = children[index + 1 : index + 2]
-                found.append(following[0].content if following else "")
-    return found
-
-
-def _check_item(report: PreflightReport, item: ItemContext) -> None:
-    placeholders = _placeholder_links(item)
+def _check_links(report: PreflightReport, where: str, md: str) -> None:
+    """Every link the email shows as plain text (``text.links.usable_url`` drops its URL),
+    read from the Markdown the email is rendered from."""
+    dropped = dropped_links(md or "")
+    # Two wordings for the editor: a target still to fill in, or one an email cannot open.
+    placeholders = [text for text, href in dropped if href.strip() in ("", "#")]
+    unusable = [(text, href) for text, href in dropped if href.strip() not in ("", "#")]
     if placeholders:
         names = ", ".join(f"«{text}»" for text in placeholders)
         report.warnings.append(
-            f"«{item.title}»: {len(placeholders)} link(s) without a target ({names}), "
+            f"{where}: {len(placeholders)} link(s) without a target ({names}), "
             "shown as plain text."
         )
+    if unusable:
+        names = ", ".join(f"«{text}» → {href}" for text, href in unusable)
+        report.warnings.append(
+            f"{where}: {len(unusable)} link(s) to an address an email cannot open ({names}), "
+            "shown as plain text; give the full address (https://…)."
+        )
+
+
+def _check_item(report: PreflightReport, item: ItemContext) -> None:
     if item.image_url and not (item.image_alt or "").strip():
         report.warnings.append(f"«{item.title}»: the image has no alt text.")
     inline_images = _IMG.findall(item.body_html or "")

@@ -23,10 +23,9 @@ from premailer import Premailer
 
 from wip_mailer.assemble import EditionContext
 from wip_mailer.errors import TemplateRenderError
-from wip_mailer.intake import markdown_to_html
-from wip_mailer.plaintext import WIDTH, is_placeholder_url, markdown_to_text, wrap
 from wip_mailer.settings import Settings
 from wip_mailer.templating import environment, load_labels, render_template
+from wip_mailer.text import WIDTH, markdown_to_html, markdown_to_text, usable_url, wrap
 
 # Personal links, replaced per recipient at send time. Plain ASCII URL characters only,
 # so they survive MJML, premailer and text wrapping unchanged.
@@ -66,8 +65,8 @@ _HREF = re.compile(r'\bhref="([^"]*)"')
 
 def _unwrap_dead_link(match: re.Match[str]) -> str:
     href = _HREF.search(match.group(1) or "")
-    if href is None or is_placeholder_url(href.group(1)):
-        return match.group(2)  # a placeholder link reads as plain text, never a dead link
+    if href is None or usable_url(href.group(1)) is None:
+        return match.group(2)  # a link the email cannot use reads as plain text, never a dead link
     return match.group(0)
 
 

@@ -11,8 +11,9 @@ import click
 
 from wip_mailer import db, editorial
 from wip_mailer.cli.common import App, echo_json, json_option, pass_app
-from wip_mailer.intake import import_document, markdown_to_html
+from wip_mailer.intake import import_document
 from wip_mailer.models import EditionStatus, Item, ItemStatus
+from wip_mailer.text import markdown_to_html
 
 
 def _default_editor() -> str:

@@ -31,7 +31,7 @@ from enum import StrEnum
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-from wip_mailer.intake.dates import looks_like_date_label, parse_date_label
+from wip_mailer.text.dates import looks_like_date_label, parse_date_label
 
 
 class SectionKind(StrEnum):

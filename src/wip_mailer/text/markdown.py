@@ -2,9 +2,9 @@
 
 markdown-it-py renders (raw HTML in the Markdown is escaped, not passed through), then
 nh3 cleans the result with a short allow-list, so whatever an editor pastes can only
-produce plain formatting and http/https/mailto links. A link without a usable URL
-(``[text](#)``, a relative path) is rendered as its text: in an email it could only be
-a dead anchor.
+produce plain formatting and http/https/mailto/tel links. A link whose URL an email
+cannot use (``[text](#)``, a relative path; see ``text.links``) is rendered as its text:
+in an email it could only be a dead anchor.
 """
 
 from __future__ import annotations
@@ -13,14 +13,13 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
-from urllib.parse import urlsplit
 
 import nh3
-from markdown_it import MarkdownIt
 from markdown_it.rules_core import StateCore
 from markdown_it.token import Token
 
-SAFE_SCHEMES = frozenset({"http", "https", "mailto"})
+from wip_mailer.text.links import EMAIL_URL_SCHEMES, EmailMarkdown, usable_url
+
 ALLOWED_TAGS = frozenset({
     "a", "p", "br", "strong", "b", "em", "i", "u", "s", "del", "code", "pre", "blockquote",
     "ul", "ol", "li", "h3", "h4", "h5", "h6", "hr", "img",
@@ -31,7 +30,7 @@ ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "img": {"src", "alt", "title", "wi
 @dataclass(frozen=True)
 class Link:
     text: str
-    url: str | None  # None: the Markdown gave no usable URL (a placeholder such as "#")
+    url: str | None  # None: no URL an email can use ("#", a relative path): shown as text
 
     @property
     def placeholder(self) -> bool:
@@ -87,26 +86,10 @@ def _text_token(content: str) -> Token:
 
 
 @lru_cache(maxsize=1)
-def _parser() -> MarkdownIt:
-    parser = MarkdownIt("commonmark", {"html": False})
+def _parser() -> EmailMarkdown:
+    parser = EmailMarkdown("commonmark", {"html": False})
     parser.core.ruler.push("bare_urls", _link_bare_urls)
     return parser
-
-
-def usable_url(href: str | None) -> str | None:
-    """``href`` if it is an absolute http(s) or mailto URL, else None."""
-    if not href:
-        return None
-    href = href.strip()
-    try:
-        parts = urlsplit(href)
-    except ValueError:
-        return None
-    if parts.scheme.lower() not in SAFE_SCHEMES:
-        return None
-    if parts.scheme.lower() != "mailto" and not parts.netloc:
-        return None
-    return href
 
 
 def _walk_links(tokens: list[Token]) -> list[tuple[Token, list[Token], int, int]]:
@@ -128,13 +111,22 @@ def _text_of(children: list[Token]) -> str:
     return "".join(c.content for c in children if c.type in ("text", "code_inline")).strip()
 
 
-def extract_links(md: str) -> list[Link]:
-    """Every link in ``md``, in reading order; placeholder links have ``url=None``."""
-    tokens = _parser().parse(md)
+def _written_links(md: str) -> list[tuple[str, str]]:
+    """(text, href) of every link in ``md``, in reading order, URLs as parsed."""
     return [
-        Link(_text_of(children[start + 1:end]), usable_url(str(children[start].attrGet("href") or "")))
-        for _token, children, start, end in _walk_links(tokens)
+        (_text_of(children[start + 1:end]), str(children[start].attrGet("href") or ""))
+        for _token, children, start, end in _walk_links(_parser().parse(md))
     ]
+
+
+def extract_links(md: str) -> list[Link]:
+    """Every link in ``md``, in reading order; links an email cannot use have ``url=None``."""
+    return [Link(text, usable_url(href)) for text, href in _written_links(md)]
+
+
+def dropped_links(md: str) -> list[tuple[str, str]]:
+    """(text, href) of every link in ``md`` that the email shows as plain text."""
+    return [(text, href) for text, href in _written_links(md) if usable_url(href) is None]
 
 
 def markdown_to_html(md: str) -> str:
@@ -153,6 +145,6 @@ def markdown_to_html(md: str) -> str:
         html,
         tags=set(ALLOWED_TAGS),
         attributes={tag: set(names) for tag, names in ALLOWED_ATTRIBUTES.items()},
-        url_schemes=set(SAFE_SCHEMES),
+        url_schemes=set(EMAIL_URL_SCHEMES),
         strip_comments=True,
     ).strip()

@@ -1,7 +1,8 @@
 """Markdown → readable plain text for the text/plain twin of the email.
 
 Not an HTML-to-text dump: the item's Markdown is walked token by token, so links keep
-their URLs (``text <URL>``), placeholder links (``#``) become their bare text, lists keep
+their URLs (``text <URL>``), links whose URL an email cannot use (``#``, relative; the
+rule is ``text.links.usable_url``, as in the HTML) become their bare text, lists keep
 their markers and paragraphs are wrapped at 78 columns without ever splitting a URL.
 """
 
@@ -12,26 +13,21 @@ import textwrap
 from dataclasses import dataclass
 from functools import lru_cache
 
-from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
+from wip_mailer.text.links import EmailMarkdown, usable_url
+
 WIDTH = 78
-_MD = MarkdownIt("commonmark")
+_MD = EmailMarkdown("commonmark")
 _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://", re.I)
 
 
-def is_placeholder_url(url: str | None) -> bool:
-    """A link that goes nowhere yet: missing, empty or ``#``."""
-    return url is None or url.strip() in ("", "#")
-
-
 def link_as_text(text: str, url: str | None) -> str:
-    """How a link reads in plain text: the URL is always there unless the link is a placeholder."""
+    """How a link reads in plain text: the URL is there whenever the email can use it."""
     text = text.strip()
-    if is_placeholder_url(url):
+    url = usable_url(url)
+    if url is None:
         return text
-    assert url is not None
-    url = url.strip()
     if url.lower().startswith("mailto:"):
         address = url[len("mailto:"):]
         return address if text in ("", address, url) else f"{text} <{address}>"

@@ -4,7 +4,7 @@ from datetime import date
 
 import pytest
 
-from wip_mailer.intake.dates import DateSpan, looks_like_date_label, parse_date_label
+from wip_mailer.text.dates import DateSpan, looks_like_date_label, parse_date_label
 
 JAN_FEB_2024 = (date(2024, 1, 1), date(2024, 2, 29))
 DEC_JAN = (date(2024, 12, 1), date(2025, 1, 31))

@@ -4,7 +4,9 @@ from html.parser import HTMLParser
 
 import pytest
 
-from wip_mailer.intake.markdown import ALLOWED_TAGS, Link, extract_links, markdown_to_html
+from wip_mailer.text.links import usable_url
+from wip_mailer.text.markdown import ALLOWED_TAGS, Link, dropped_links, extract_links, markdown_to_html
+from wip_mailer.text.plaintext import markdown_to_text
 
 
 class _Elements(HTMLParser):
@@ -93,5 +95,67 @@ def test_links_are_extracted_in_order_with_placeholders_flagged() -> None:
         Link("uno", None),
         Link("https://example.org/due", "https://example.org/due"),
         Link("tre", "mailto:tre@example.org"),
+        Link("x", None),  # a javascript: link is a link whose URL is dropped, like "#"
     ]
     assert extract_links(md)[0].as_dict() == {"text": "uno", "url": None, "placeholder": True}
+    assert dropped_links(md) == [("uno", "#"), ("x", "javascript:alert(1)")]
+
+
+# --- the one link rule, the same in the HTML and in the text twin -----------------------
+
+USABLE = [
+    "https://www.example.org/bjcem",
+    "http://example.org",
+    "mailto:info@example.org",
+    "tel:+390110000000",
+    "HTTPS://EXAMPLE.ORG/Pagina",
+]
+DROPPED = [
+    "#",
+    "#programma",
+    "/relative/page",
+    "pagina.html",
+    "../su/pagina",
+    "//cdn.example.org/senza-schema",
+    "javascript:alert(1)",
+    "JaVaScRiPt:alert(1)",
+    "vbscript:msgbox(1)",
+    "data:text/html;base64,PHNjcmlwdD4=",
+    "ftp://files.example.org/a.pdf",
+    "file:///etc/passwd",
+    "https://",
+    "https:///senza-host",
+    "mailto:",
+    "TODO",
+]
+
+
+@pytest.mark.parametrize("url", USABLE)
+def test_absolute_web_mail_and_phone_urls_are_usable(url: str) -> None:
+    assert usable_url(url) == url
+    assert usable_url(f"  {url} ") == url
+
+
+@pytest.mark.parametrize("url", [None, "", "   ", *DROPPED])
+def test_every_other_url_is_dropped(url: str | None) -> None:
+    assert usable_url(url) is None
+
+
+@pytest.mark.parametrize("url", DROPPED)
+def test_a_dropped_link_reads_as_its_text_in_the_html_and_the_text_twin(url: str) -> None:
+    md = f"Vedi [la pagina]({url}) entro venerdì."
+    assert markdown_to_html(md) == "<p>Vedi la pagina entro venerdì.</p>"
+    assert markdown_to_text(md) == "Vedi la pagina entro venerdì."
+    assert dropped_links(md) == [("la pagina", url)]
+    assert extract_links(md) == [Link("la pagina", None)]
+
+
+@pytest.mark.parametrize("url", USABLE)
+def test_a_usable_link_keeps_its_url_in_the_html_and_the_text_twin(url: str) -> None:
+    md = f"Vedi [la pagina]({url}) entro venerdì."
+    assert markdown_to_html(md) == (
+        f'<p>Vedi <a href="{url}" rel="noopener noreferrer">la pagina</a> entro venerdì.</p>'
+    )
+    shown = url.removeprefix("mailto:")  # the text twin shows an address as an address
+    assert markdown_to_text(md) == f"Vedi la pagina <{shown}> entro venerdì."
+    assert dropped_links(md) == []
