@@ -1,4 +1,5 @@
-"""Builders shared by the dispatch tests: a hand-made rendered edition and an audience."""
+"""Builders shared by the dispatch tests: a hand-made rendered edition, an audience, a frozen
+campaign, a send with a stand-in pre-flight, and the ledger as a dict."""
 
 from __future__ import annotations
 
@@ -6,10 +7,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, insert
+from sqlmodel import select
 
 from wip_mailer.db import session_scope, utcnow
-from wip_mailer.models import Edition, EditionStatus, MailingList, Membership, Subscriber
+from wip_mailer.dispatch import SendRequest, send_edition
+from wip_mailer.models import Delivery, Edition, EditionStatus, MailingList, Membership, Subscriber
 from wip_mailer.render import PREFERENCES_URL_PLACEHOLDER, UNSUBSCRIBE_URL_PLACEHOLDER, RenderedEdition
+from wip_mailer.settings import Settings
 
 UNSUB = UNSUBSCRIBE_URL_PLACEHOLDER
 PREFS = PREFERENCES_URL_PLACEHOLDER
@@ -88,3 +92,27 @@ def preflight_with(rendered: RenderedEdition, blocking: Sequence[str] = (), warn
         return Report(rendered, list(blocking), list(warnings))
 
     return preflight
+
+
+SLUG = "2024-01"
+
+
+def send(engine: Engine, settings: Settings, **request: object):
+    fields = {"slug": SLUG, "lists": ("main",), **request}
+    return send_edition(engine, settings, SendRequest(**fields),  # type: ignore[arg-type]
+                        preflight=preflight_with(rendered_edition()))
+
+
+def deliveries(engine: Engine) -> dict[str, Delivery]:
+    with session_scope(engine) as session:
+        return {d.email: d for d in session.exec(select(Delivery)).all()}
+
+
+def start_campaign(engine: Engine, lists: tuple[str, ...] = ("main",)) -> int:
+    """Create and freeze a campaign without running it (what `send` does before its runner starts)."""
+    from wip_mailer.audience import resolve_lists
+    from wip_mailer.dispatch.campaign import _start_campaign
+
+    with session_scope(engine) as session:
+        resolved = resolve_lists(session, lists)
+    return _start_campaign(engine, 1, SendRequest(SLUG, lists), resolved, rendered_edition(), set())

@@ -9,10 +9,19 @@ from email import message_from_bytes
 from email.policy import default
 
 import pytest
-from sqlalchemy import Engine, update
+from sqlalchemy import update
 from sqlmodel import select
 
-from tests.dispatch_helpers import make_audience, make_edition, preflight_with, rendered_edition
+from tests.dispatch_helpers import (
+    SLUG,
+    deliveries,
+    make_audience,
+    make_edition,
+    preflight_with,
+    rendered_edition,
+    send,
+    start_campaign,
+)
 from wip_mailer.audience import suppress
 from wip_mailer.db import session_scope
 from wip_mailer.dispatch import SendRequest, campaign_status, list_campaigns, resume_campaign, send_edition
@@ -21,7 +30,6 @@ from wip_mailer.errors import DeliveryError, NotFoundError, StateError
 from wip_mailer.lease import holder as lease_holder
 from wip_mailer.models import (
     Campaign,
-    Delivery,
     Edition,
     Membership,
     MembershipStatus,
@@ -29,21 +37,7 @@ from wip_mailer.models import (
     SubscriberStatus,
     Suppression,
 )
-from wip_mailer.settings import Settings
 from wip_mailer.tokens import Purpose, read_token
-
-SLUG = "2024-01"
-
-
-def send(engine: Engine, settings: Settings, **request: object):
-    fields = {"slug": SLUG, "lists": ("main",), **request}
-    return send_edition(engine, settings, SendRequest(**fields),  # type: ignore[arg-type]
-                        preflight=preflight_with(rendered_edition()))
-
-
-def deliveries(engine: Engine) -> dict[str, Delivery]:
-    with session_scope(engine) as session:
-        return {d.email: d for d in session.exec(select(Delivery)).all()}
 
 
 def test_500_subscribers_get_exactly_one_personal_message_each(engine, send_settings, smtp_server) -> None:
@@ -308,7 +302,7 @@ def test_unknown_list_or_edition(engine, send_settings) -> None:
     make_edition(engine)
     with pytest.raises(NotFoundError, match="There is no list named 'nope'"):
         send(engine, send_settings, lists=("nope",))
-    with pytest.raises(NotFoundError, match="There is no edition with the slug 'x'"):
+    with pytest.raises(NotFoundError, match="There is no edition with slug 'x'"):
         send(engine, send_settings, slug="x")
 
 
@@ -368,13 +362,3 @@ def test_subscriber_status_changes_mid_send_are_skipped(engine, send_settings, s
     summary = resume_campaign(engine, send_settings, campaign_id)
     assert (summary.sent, summary.skipped) == (3, 1)
     assert emails[0] not in smtp_server.received_by_address()
-
-
-def start_campaign(engine: Engine, lists: tuple[str, ...] = ("main",)) -> int:
-    """Create and freeze a campaign without running it (what `send` does before its runner starts)."""
-    from wip_mailer.audience import resolve_lists
-    from wip_mailer.dispatch.campaign import _start_campaign
-
-    with session_scope(engine) as session:
-        resolved = resolve_lists(session, lists)
-    return _start_campaign(engine, 1, SendRequest(SLUG, lists), resolved, rendered_edition(), set())

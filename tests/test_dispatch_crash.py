@@ -16,9 +16,8 @@ import pytest
 from sqlmodel import select
 
 from tests.conftest import TEST_SECRET
-from tests.dispatch_helpers import make_audience, make_edition
+from tests.dispatch_helpers import deliveries, make_audience, make_edition, start_campaign
 from tests.smtp_server import SmtpTestServer
-from tests.test_dispatch import deliveries, start_campaign
 from wip_mailer.db import session_scope
 from wip_mailer.dispatch import resume_campaign
 from wip_mailer.lease import holder as lease_holder

@@ -15,9 +15,8 @@ import pytest
 from sqlalchemy import Engine
 
 from tests.conftest import TEST_SECRET
-from tests.dispatch_helpers import make_audience, make_edition
+from tests.dispatch_helpers import deliveries, make_audience, make_edition, start_campaign
 from tests.smtp_server import SmtpTestServer
-from tests.test_dispatch import deliveries, start_campaign
 from wip_mailer.settings import Settings
 
 LEASE_SECONDS = 2.0

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.postgres
 
 def test_two_runners_share_one_campaign_and_send_each_recipient_once(
         pg_engine: Engine, settings: Settings, smtp_server: SmtpTestServer, workdir: Path) -> None:
-    from tests.test_dispatch import start_campaign
+    from tests.dispatch_helpers import start_campaign
 
     settings = dataclasses.replace(settings, smtp_port=smtp_server.port, journal_dir=str(workdir / "j"))
     make_edition(pg_engine)

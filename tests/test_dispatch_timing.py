@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 
-from tests.dispatch_helpers import make_audience, make_edition, preflight_with, rendered_edition
-from tests.test_dispatch import SLUG, deliveries, send
+from tests.dispatch_helpers import (
+    SLUG,
+    deliveries,
+    make_audience,
+    make_edition,
+    preflight_with,
+    rendered_edition,
+    send,
+)
 from wip_mailer.db import session_scope
 from wip_mailer.dispatch import SendRequest, send_edition
 from wip_mailer.models import Campaign

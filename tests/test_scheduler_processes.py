@@ -111,3 +111,24 @@ def test_a_second_scheduler_refuses_and_the_job_runs_once(
     assert len(smtp_server.messages) == 2
     assert f"Schedule #{job} " not in standby.log
     assert f"Schedule #{later} " not in first.log
+
+
+def test_after_kill_9_a_new_scheduler_on_this_host_takes_over_at_once(
+    workdir, engine, settings, smtp_server, reminder
+) -> None:
+    env = process_env(settings, smtp_server.port, scheduler_poll_seconds="5")  # a 30 s lease
+    killed = SchedulerProcess(workdir, env, "killed")
+    assert killed.wait_for("Scheduler started"), killed.log
+    killed.process.kill()  # kill -9: the lease row stays behind, unexpired
+    killed.process.wait()
+    killed.stop()
+    left = core.lease_holder(engine)
+    assert left is not None and f":{killed.process.pid}:" in left.token
+    started = time.monotonic()
+    successor = SchedulerProcess(workdir, env, "successor")
+    assert successor.wait_for("Scheduler started"), successor.log
+    assert time.monotonic() - started < 10  # far less than the 30 s the dead lease had left
+    assert f":{successor.process.pid}:" in core.lease_holder(engine).token
+    job = reminder(1)
+    assert wait_until(lambda: row(engine, job).status == "done", timeout=8), successor.log
+    assert successor.stop() == 0

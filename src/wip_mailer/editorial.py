@@ -11,7 +11,10 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
+import sqlalchemy as sa
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
 from wip_mailer.db import utcnow
@@ -89,23 +92,36 @@ def create_edition(
     return edition
 
 
-def set_edition_status(session: Session, edition: Edition, status: str) -> Edition:
-    """Move an edition to ``status`` (draft, ready, scheduled, sending, sent)."""
+def set_edition_status(session: Session, edition: Edition, status: str, *,
+                       expect: str | None = None) -> Edition:
+    """Move an edition to ``status`` (draft, ready, scheduled, sending, sent): the one path.
+
+    A compare-and-set on the row, from ``expect`` (default: the status as loaded), through
+    the transition table, so that two processes racing for one edition cannot both win.
+    A sent edition stays sent: a later campaign to more lists leaves it as it is.
+    """
     try:
         target = EditionStatus(status)
     except ValueError:
         allowed = ", ".join(s.value for s in EditionStatus)
         raise InvalidInputError(f"'{status}' is not an edition status; use one of {allowed}.") from None
-    if target == edition.status:
+    current = EditionStatus(expect or edition.status)
+    if target == current or (current == EditionStatus.SENT and target == EditionStatus.SENDING):
         return edition
-    if target not in _TRANSITIONS[EditionStatus(edition.status)]:
-        raise StateError(f"Edition '{edition.slug}' is {edition.status} and cannot become {target}.")
-    edition.status = target
-    edition.updated_at = utcnow()
+    if target not in _TRANSITIONS[current]:
+        raise StateError(f"Edition '{edition.slug}' is {current} and cannot become {target}.")
+    now = utcnow()
+    values: dict[str, Any] = {"status": target, "updated_at": now}
     if target == EditionStatus.SENT:
-        edition.sent_at = edition.updated_at
-    session.add(edition)
-    session.flush()
+        values["sent_at"] = now
+    won = session.execute(
+        sa.update(Edition).where(col(Edition.id) == edition.id, col(Edition.status) == current)
+        .values(**values).execution_options(synchronize_session=False)
+    )
+    if getattr(won, "rowcount", 0) != 1:
+        raise StateError(f"Edition '{edition.slug}' changed while its status was being set; try again.")
+    for key, value in values.items():
+        set_committed_value(edition, key, value)  # the row is written: keep the loaded copy in step
     return edition
 
 

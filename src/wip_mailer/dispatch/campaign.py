@@ -28,6 +28,7 @@ from wip_mailer.dispatch.connection import Connection, Outcome
 from wip_mailer.dispatch.journal import Journal
 from wip_mailer.dispatch.ratelimit import Pacer
 from wip_mailer.dispatch.runner import RunCounts, Runner, RunOutcome
+from wip_mailer.editorial import get_edition, set_edition_status
 from wip_mailer.errors import DeliveryError, InvalidInputError, NotFoundError, StateError
 from wip_mailer.lease import Lease, holder
 from wip_mailer.models import Campaign, CampaignStatus, Edition, EditionStatus
@@ -115,24 +116,6 @@ def _run_preflight(session: Session, settings: Settings, slug: str) -> Preflight
     return run_preflight(session, settings, slug)
 
 
-def set_edition_status(session: Session, edition: Edition, status: EditionStatus) -> None:
-    """The one place dispatch changes an edition's status, through the editorial stage's rules.
-
-    An edition already sent stays ``sent`` when a later campaign reaches more lists.
-    """
-    from wip_mailer import editorial
-
-    if edition.status != EditionStatus.SENT:
-        editorial.set_edition_status(session, edition, status)
-
-
-def _edition(session: Session, slug: str) -> Edition:
-    edition = session.exec(select(Edition).where(Edition.slug == slug)).first()
-    if edition is None:
-        raise NotFoundError(f"There is no edition with the slug {slug!r}.")
-    return edition
-
-
 def _active_campaign(session: Session, edition_id: int) -> Campaign | None:
     return session.exec(
         select(Campaign).where(Campaign.edition_id == edition_id, col(Campaign.status).in_(ACTIVE))
@@ -166,7 +149,7 @@ def send_edition(engine: Engine, settings: Settings, request: SendRequest, *,
     settings = _effective(settings, request.connections, request.rate_per_second)
     if request.resume:
         with session_scope(engine) as session:
-            edition = _edition(session, request.slug)
+            edition = get_edition(session, request.slug)
             assert edition.id is not None
             campaign = _active_campaign(session, edition.id)
             if campaign is None or campaign.id is None:
@@ -178,7 +161,7 @@ def send_edition(engine: Engine, settings: Settings, request: SendRequest, *,
         raise InvalidInputError("Name at least one list to send to (--list NAME).")
 
     with session_scope(engine) as session:
-        edition = _edition(session, request.slug)
+        edition = get_edition(session, request.slug)
         assert edition.id is not None
         edition_id = edition.id
         lists = audience.resolve_lists(session, request.lists)
