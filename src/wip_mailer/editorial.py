@@ -16,6 +16,7 @@ from sqlmodel import Session, col, select
 
 from wip_mailer.db import utcnow
 from wip_mailer.errors import InvalidInputError, NotFoundError, StateError
+from wip_mailer.fields import check_image_url, check_single_line
 from wip_mailer.intake.dates import DateSpan, parse_date_label
 from wip_mailer.intake.markdown import extract_links
 from wip_mailer.models import Edition, EditionStatus, Item, ItemStatus, Section
@@ -73,6 +74,9 @@ def create_edition(
         )
     if not title.strip():
         raise InvalidInputError("The edition title must not be empty.")
+    check_single_line("edition title", title, show=True)  # it goes into the Subject header
+    if subject is not None:
+        check_single_line("subject", subject, show=True)
     if period_start and period_end and period_end < period_start:
         raise InvalidInputError(
             f"The period ends ({period_end}) before it starts ({period_start})."
@@ -259,7 +263,7 @@ def apply_content(
     if missing:
         warnings.append(f"{len(missing)} link(s) without a URL: {', '.join(repr(t) for t in missing)}.")
     if image_url is not None:
-        item.image_url = image_url.strip() or None
+        item.image_url = check_image_url(image_url.strip()) if image_url.strip() else None
     if image_alt is not None:
         item.image_alt = image_alt.strip() or None
     return warnings

@@ -409,6 +409,13 @@ def _dry_run(engine: Engine, settings: Settings, rendered: RenderedEdition, requ
 def _send_tests(settings: Settings, rendered: RenderedEdition, addresses: tuple[str, ...],
                 list_names: dict[int, str]) -> CampaignSummary:
     """The real message to a few addresses, "[TEST]" in the subject; no campaign, no ledger."""
+    from wip_mailer.audience.addresses import normalise_email
+    from wip_mailer.fields import check_single_line
+
+    # Every address is checked before the first goes out: one with a line break would be an
+    # SMTP command of its own.
+    addresses = tuple(normalise_email(check_single_line("--test-to address", address, show=True))
+                      for address in addresses)
     template = MessageTemplate(settings, rendered, list_names=list_names, subject_prefix=TEST_SUBJECT_PREFIX)
     list_id = next(iter(list_names), None)
     connection = Connection(settings)
