@@ -12,14 +12,25 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
-from sqlmodel import Session, col, select
+import sqlalchemy as sa
+from sqlmodel import Session, col, func, select
 
 from wip_mailer.db import utcnow
 from wip_mailer.errors import InvalidInputError, NotFoundError, StateError
 from wip_mailer.fields import check_image_url, check_single_line
 from wip_mailer.intake.dates import DateSpan, parse_date_label
 from wip_mailer.intake.markdown import extract_links
-from wip_mailer.models import Edition, EditionStatus, Item, ItemStatus, Section
+from wip_mailer.models import (
+    Campaign,
+    CampaignStatus,
+    Delivery,
+    DeliveryState,
+    Edition,
+    EditionStatus,
+    Item,
+    ItemStatus,
+    Section,
+)
 
 DEFAULT_SECTIONS = ("Top News", "Approfondimenti", "Coming Soon")
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -30,7 +41,8 @@ _TRANSITIONS: dict[str, set[str]] = {
     EditionStatus.DRAFT: {EditionStatus.READY, EditionStatus.SCHEDULED, EditionStatus.SENDING},
     EditionStatus.READY: {EditionStatus.DRAFT, EditionStatus.SCHEDULED, EditionStatus.SENDING},
     EditionStatus.SCHEDULED: {EditionStatus.DRAFT, EditionStatus.READY, EditionStatus.SENDING},
-    EditionStatus.SENDING: {EditionStatus.SENT, EditionStatus.READY},
+    # Back to draft or ready only when its campaign handed nothing to the server (see below).
+    EditionStatus.SENDING: {EditionStatus.SENT, EditionStatus.READY, EditionStatus.DRAFT},
     EditionStatus.SENT: set(),
 }
 
@@ -104,6 +116,8 @@ def set_edition_status(session: Session, edition: Edition, status: str) -> Editi
         return edition
     if target not in _TRANSITIONS[EditionStatus(edition.status)]:
         raise StateError(f"Edition '{edition.slug}' is {edition.status} and cannot become {target}.")
+    if edition.status == EditionStatus.SENDING and target != EditionStatus.SENT:
+        _cancel_unsent_campaigns(session, edition, target)
     edition.status = target
     edition.updated_at = utcnow()
     if target == EditionStatus.SENT:
@@ -111,6 +125,40 @@ def set_edition_status(session: Session, edition: Edition, status: str) -> Editi
     session.add(edition)
     session.flush()
     return edition
+
+
+def _cancel_unsent_campaigns(session: Session, edition: Edition, target: str) -> None:
+    """Close the unfinished campaigns of an edition stuck in ``sending`` by a send that failed
+    before any message went out, so that the edition can be mended and sent again.
+
+    A campaign that handed any message to the server (sent, in doubt, being sent) must be
+    resumed instead; one whose lease a sender holds right now is left alone.
+    """
+    active = (CampaignStatus.SENDING, CampaignStatus.PAUSED)
+    campaigns = session.exec(select(Campaign).where(Campaign.edition_id == _id(edition),
+                                                    col(Campaign.status).in_(active))).all()
+    handed_over = (DeliveryState.SENT, DeliveryState.IN_DOUBT, DeliveryState.SENDING)
+    now = utcnow()
+    for campaign in campaigns:
+        started = session.exec(select(func.count()).select_from(Delivery).where(
+            Delivery.campaign_id == campaign.id, col(Delivery.state).in_(handed_over))).one()
+        if started:
+            raise StateError(
+                f"Edition '{edition.slug}' cannot become {target}: campaign {campaign.id} has already handed "
+                f"{started} message(s) to the mail server; finish it with `wip-mailer campaigns resume "
+                f"{campaign.id}`.")
+        closed = session.execute(
+            sa.update(Campaign).where(
+                col(Campaign.id) == campaign.id, col(Campaign.status).in_(active),
+                sa.or_(col(Campaign.lease_owner).is_(None), col(Campaign.lease_expires_at) < now))
+            .values(status=CampaignStatus.CANCELLED, finished_at=now,
+                    summary={**campaign.summary, "status": CampaignStatus.CANCELLED.value, "notes": [
+                        f"Cancelled when the edition went back to {target}: nothing was sent."]})
+            .execution_options(synchronize_session=False))
+        if getattr(closed, "rowcount", 0) != 1:
+            raise StateError(f"Edition '{edition.slug}' is being sent right now by campaign {campaign.id}; "
+                             f"it cannot become {target}.")
+        session.expire(campaign)
 
 
 def edition_period(edition: Edition) -> tuple[date, date] | None:
