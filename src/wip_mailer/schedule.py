@@ -49,10 +49,10 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import Session, col, select
 
-from wip_mailer.db import session_scope, utcnow
+from wip_mailer.db import explain_database_error, session_scope, utcnow
 from wip_mailer.errors import InvalidInputError, NotFoundError, StateError, WipMailerError
 from wip_mailer.models import (
     Edition,
@@ -856,6 +856,8 @@ class SchedulerService:
         except WipMailerError as exc:
             verb = "not sent" if row.kind == ScheduleKind.SEND else "failed"
             return ScheduleStatus.FAILED, f"{verb}: {exc}"
+        except DBAPIError as exc:  # the job's message is shown by `schedule list`: no SQL, no addresses
+            return ScheduleStatus.FAILED, f"failed: {explain_database_error(exc, self.settings.database_url)}"
         except Exception as exc:
             log.exception("Schedule #%s raised an unexpected error.", row.id)
             return ScheduleStatus.FAILED, f"failed: unexpected {type(exc).__name__}: {exc}"
