@@ -52,7 +52,7 @@ class Profile:
         if self.name is not None:
             check_single_line("subscriber name", self.name)  # it goes into the To: header
         for key, value in (self.attributes or {}).items():
-            check_single_line(f"attribute {key!r}", str(key), show=True)
+            check_single_line("attribute name", str(key), show=True)
             if isinstance(value, str):
                 check_single_line(f"value of the attribute {key!r}", value)
         return Profile(
