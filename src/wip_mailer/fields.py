@@ -16,6 +16,9 @@ from wip_mailer.errors import InvalidInputError
 # C0 controls (CR, LF, tab, NUL, 0x01...), DEL, C1 controls (NEL 0x85...) and the Unicode
 # line and paragraph separators: str.splitlines() and some mail readers break lines at these.
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Never in an address on the wire: the controls, spaces and the brackets that would end
+# "RCPT TO:<...>" early (quoted local parts with spaces are refused at entry anyway).
+UNSAFE_IN_ADDRESS = re.compile(r"[\x00-\x20\x7f-\x9f<>\u2028\u2029]")
 _LINE_BREAKS = frozenset("\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
 
 

@@ -36,7 +36,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from wip_mailer.errors import InvalidInputError, SettingsError
-from wip_mailer.fields import check_single_line
+from wip_mailer.fields import UNSAFE_IN_ADDRESS, check_single_line
 from wip_mailer.render import (
     PREFERENCES_URL_PLACEHOLDER,
     UNSUBSCRIBE_URL_PLACEHOLDER,
@@ -53,8 +53,6 @@ DKIM_HEADERS = (
     b"From", b"To", b"Subject", b"Date", b"Message-ID", b"List-Id",
     b"List-Unsubscribe", b"List-Unsubscribe-Post", b"MIME-Version", b"Content-Type",
 )
-# Never on the wire in an address: controls, spaces and the brackets that end "RCPT TO:<...>".
-_NOT_IN_ADDRESS = re.compile(r"[\x00-\x20\x7f-\x9f<>\u2028\u2029]")
 _URL_SAFE = re.compile(r"[!-~]+")  # printable ASCII, no spaces: survives QP and headers untouched
 
 
@@ -142,7 +140,7 @@ def check_header_value(what: str, value: str) -> str:
 def wire_address(email: str) -> str:
     """The address as it goes on the wire: ASCII, the domain in IDNA form."""
     email = email.strip()
-    if _NOT_IN_ADDRESS.search(email):
+    if UNSAFE_IN_ADDRESS.search(email):
         raise UnsendableAddressError(
             f"The address {email[:80]!r} contains a space, a control character or an angle bracket; not sent."
         )

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from wip_mailer.errors import DeliveryError
+from wip_mailer.fields import UNSAFE_IN_ADDRESS
 from wip_mailer.personalise import Outgoing
 from wip_mailer.settings import Settings
 from wip_mailer.transport import connect
@@ -31,7 +32,6 @@ OK, WILL_FORWARD, START_DATA = 250, 251, 354
 SERVICE_CLOSING = 421
 AUTHENTICATION_REQUIRED = 530  # "Must issue a STARTTLS command first" or "Authentication required"
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
-_UNSAFE_IN_ENVELOPE = re.compile(r"[\x00-\x20\x7f-\x9f<>\u2028\u2029]")
 
 
 class Outcome(StrEnum):
@@ -151,10 +151,10 @@ class Connection:
     def _transaction(self, client: smtplib.SMTP, message: Outgoing,
                      on_data: Callable[[], None] | None) -> SendResult:
         # Defence in depth: an address that could end the command early never goes out.
-        if _UNSAFE_IN_ENVELOPE.search(message.envelope_from):
+        if UNSAFE_IN_ADDRESS.search(message.envelope_from):
             raise SenderRefusedError(f"The envelope sender {message.envelope_from[:80]!r} contains a space, "
                                      "a control character or an angle bracket; nothing was sent.")
-        if _UNSAFE_IN_ENVELOPE.search(message.recipient):
+        if UNSAFE_IN_ADDRESS.search(message.recipient):
             return SendResult(Outcome.FAILED, "the recipient address contains a space, a control character "
                                               "or an angle bracket; not sent")
         mail = f"MAIL FROM:<{message.envelope_from}>\r\n".encode("ascii")
