@@ -129,3 +129,24 @@ def test_a_locked_database_is_explained_without_the_sql(populated: Path) -> None
     sentence = str(db.explain_database_error(caught.value, url))
     assert sentence.startswith(f"The database {populated} is locked")
     assert "UPDATE" not in sentence and ADDRESS not in sentence
+
+
+@pytest.mark.postgres
+def test_postgresql_failures_are_explained_without_sql_or_values(pg_engine) -> None:
+    url = pg_engine.url.render_as_string(hide_password=False)
+    insert = sa.text("INSERT INTO mailing_list (name, description, language, double_opt_in, public, "
+                     "created_at) VALUES (:name, :description, 'it', true, false, now())")
+    with pytest.raises(DBAPIError) as read_only, pg_engine.begin() as connection:
+        connection.exec_driver_sql("SET TRANSACTION READ ONLY")
+        connection.execute(insert, {"name": "stampa", "description": ADDRESS})
+    sentence = str(db.explain_database_error(read_only.value, url))
+    assert sentence.startswith("The database postgresql+psycopg://postgres@127.0.0.1:5432/wip_test_")
+    assert "is read-only" in sentence and "INSERT" not in sentence and ADDRESS not in sentence
+
+    with pg_engine.begin() as connection:
+        connection.execute(insert, {"name": "stampa", "description": ""})
+    with pytest.raises(DBAPIError) as duplicate, pg_engine.begin() as connection:
+        connection.execute(insert, {"name": "stampa", "description": ADDRESS})
+    sentence = str(db.explain_database_error(duplicate.value, url))  # its DETAIL line names the value
+    assert "refused the operation (UniqueViolation, SQLSTATE 23505)" in sentence
+    assert "stampa" not in sentence and "INSERT" not in sentence
