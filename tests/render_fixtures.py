@@ -6,9 +6,6 @@
 
 from __future__ import annotations
 
-import base64
-import struct
-import zlib
 from datetime import date
 
 from markdown_it import MarkdownIt
@@ -17,25 +14,9 @@ from wip_mailer.assemble import EditionContext, ItemContext, LinkContext, Sectio
 
 _MD = MarkdownIt("commonmark")
 
-
-
-def _png(width: int, height: int, rgb: tuple[int, int, int]) -> str:
-    """A solid-colour PNG as a data: URI: an image that loads without any network."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    rows = b"".join(b"\x00" + bytes(rgb) * width for _ in range(height))
-    png = (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-        + chunk(b"IDAT", zlib.compress(rows))
-        + chunk(b"IEND", b"")
-    )
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
-PIXEL = _png(40, 20, (0x2E, 0x6F, 0x9E))
+# An image URL as editors give them (absolute https); data: URLs are dropped at render. The
+# .invalid name never resolves, so nothing is fetched while the layout is measured.
+PIXEL = "https://images.wip-mailer.invalid/pixel-40x20.png"
 
 
 def md_html(md: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -11,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import DateTime, Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session
 
@@ -49,11 +50,19 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 def sqlite_path(url: str) -> Path | None:
-    """The file behind a sqlite URL, or None for other databases and in-memory SQLite."""
+    """The file behind a sqlite URL, or None for other databases and in-memory SQLite.
+
+    A URI filename (``sqlite:///file:/path/db?mode=ro&uri=true``) names the file after ``file:``.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return None
-    return Path(parsed.database)
+    database = parsed.database
+    if parsed.query.get("uri") in ("true", "1") and database.startswith("file:"):
+        database = database[len("file:"):].split("?", 1)[0]
+        if database.startswith("//"):  # file://host/path: only the local (empty) host is allowed
+            database = "/" + database[2:].partition("/")[2]
+    return Path(database)
 
 
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -86,6 +95,68 @@ def make_engine(url: str) -> Engine:
 def _display(url: str) -> str:
     path = sqlite_path(url)
     return str(path) if path else make_url(url).render_as_string(hide_password=True)
+
+
+# SQLite result codes (primary) by name; the extended ones start with these names.
+_SQLITE_SENTENCES = {
+    "SQLITE_READONLY": "The database file {where} is read-only: check the permissions of the file and "
+                       "its folder (or a read-only mount); nothing was changed.",
+    "SQLITE_CORRUPT": "The database {where} is damaged: restore it from a backup (see README, "
+                      "\"Backup and restore\").",
+    "SQLITE_NOTADB": "The database {where} is damaged (it is not a SQLite database file): restore it "
+                     "from a backup (see README, \"Backup and restore\").",
+    "SQLITE_BUSY": "The database {where} is locked by another process that kept it busy too long: "
+                   "try again in a moment.",
+    "SQLITE_LOCKED": "The database {where} is locked: try again in a moment.",
+    "SQLITE_FULL": "The disk holding the database {where} is full: free some space and try again.",
+    "SQLITE_CANTOPEN": "The database file {where} cannot be opened: check that it and its folder exist "
+                       "and can be read and written.",
+    "SQLITE_IOERR": "The database file {where} could not be read or written (an I/O error): check the "
+                    "disk, then restore from a backup if the error stays (see README, \"Backup and "
+                    "restore\").",
+    "SQLITE_PERM": "The database file {where} cannot be opened with the permissions it has.",
+}
+# The same, found by the message when the driver gives no result code.
+_SQLITE_MESSAGES = (
+    ("readonly database", "SQLITE_READONLY"), ("malformed", "SQLITE_CORRUPT"),
+    ("not a database", "SQLITE_NOTADB"), ("database is locked", "SQLITE_BUSY"),
+    ("disk is full", "SQLITE_FULL"), ("unable to open", "SQLITE_CANTOPEN"), ("disk i/o", "SQLITE_IOERR"),
+)
+# PostgreSQL SQLSTATE classes and codes.
+_PG_SENTENCES = {
+    "25006": "The database {where} is read-only (a standby or a read-only transaction); nothing was changed.",
+    "53100": "The disk of the database server for {where} is full: free some space and try again.",
+    "55P03": "The database {where} is locked by another session: try again in a moment.",
+    "40P01": "The database {where} stopped this change to end a deadlock: try again.",
+    "XX001": "The database {where} is damaged: restore it from a backup (see README, \"Backup and "
+             "restore\").",
+    "XX002": "The database {where} is damaged (an index): restore it from a backup or REINDEX it "
+             "(see README, \"Backup and restore\").",
+}
+
+
+def explain_database_error(exc: DBAPIError, url: str | None = None) -> DatabaseError:
+    """One sentence for a database failure, without the SQL or its parameters (which hold
+    subscribers' addresses), and without the driver's detail lines for the same reason."""
+    where = _display(url) if url else "in use"
+    orig = exc.orig
+    name = str(getattr(orig, "sqlite_errorname", "") or "")
+    if not name and isinstance(orig, sqlite3.Error):
+        text = str(orig).lower()
+        name = next((code for words, code in _SQLITE_MESSAGES if words in text), "")
+    for code, sentence in _SQLITE_SENTENCES.items():
+        if name == code or name.startswith(code + "_"):
+            return DatabaseError(sentence.format(where=where))
+    sqlstate = str(getattr(orig, "sqlstate", "") or getattr(orig, "pgcode", "") or "")
+    if sqlstate in _PG_SENTENCES:
+        return DatabaseError(_PG_SENTENCES[sqlstate].format(where=where))
+    if sqlstate.startswith("08") or (isinstance(exc, OperationalError) and not sqlstate and not name):
+        first_line = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+        return DatabaseError(f"Cannot reach the database {where}: {first_line[:200]}.")
+    return DatabaseError(
+        f"The database {where} refused the operation ({type(orig).__name__}"
+        f"{', SQLSTATE ' + sqlstate if sqlstate else ''}): run again with --debug for the details."
+    )
 
 
 def _alembic_config(engine: Engine) -> Any:
@@ -127,8 +198,10 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
     before = _checked_revision(engine)
     try:
         command.upgrade(_alembic_config(engine), revision)
-    except OperationalError as exc:
-        raise DatabaseError(f"The database could not be upgraded: {exc.orig}.") from None
+    except DBAPIError as exc:
+        url = engine.url.render_as_string(hide_password=False)
+        reason = explain_database_error(exc, url)
+        raise DatabaseError(f"The database could not be upgraded. {reason}") from None
     after = current_revision(engine)
     assert after is not None
     return before, after
@@ -138,8 +211,8 @@ def _checked_revision(engine: Engine) -> str | None:
     url = engine.url.render_as_string(hide_password=False)
     try:
         revision = current_revision(engine)
-    except OperationalError as exc:
-        raise DatabaseError(f"Cannot open the database {_display(url)}: {exc.orig}.") from None
+    except DBAPIError as exc:
+        raise explain_database_error(exc, url) from None
     if revision is not None and revision not in _known_revisions():
         raise DatabaseError(
             f"The database {_display(url)} was made by a newer wip-mailer (schema {revision}); "

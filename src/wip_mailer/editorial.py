@@ -19,6 +19,7 @@ from sqlmodel import Session, col, select
 
 from wip_mailer.db import utcnow
 from wip_mailer.errors import InvalidInputError, NotFoundError, StateError
+from wip_mailer.fields import check_image_url, check_single_line
 from wip_mailer.models import Edition, EditionStatus, Item, ItemStatus, Section
 from wip_mailer.text.dates import DateSpan, parse_date_label
 from wip_mailer.text.markdown import extract_links
@@ -32,7 +33,9 @@ _TRANSITIONS: dict[str, set[str]] = {
     EditionStatus.DRAFT: {EditionStatus.READY, EditionStatus.SCHEDULED, EditionStatus.SENDING},
     EditionStatus.READY: {EditionStatus.DRAFT, EditionStatus.SCHEDULED, EditionStatus.SENDING},
     EditionStatus.SCHEDULED: {EditionStatus.DRAFT, EditionStatus.READY, EditionStatus.SENDING},
-    EditionStatus.SENDING: {EditionStatus.SENT, EditionStatus.READY},
+    # Back to draft or ready only when its campaign handed nothing to the server
+    # (dispatch.return_edition closes such a campaign first).
+    EditionStatus.SENDING: {EditionStatus.SENT, EditionStatus.READY, EditionStatus.DRAFT},
     EditionStatus.SENT: set(),
 }
 
@@ -76,6 +79,9 @@ def create_edition(
         )
     if not title.strip():
         raise InvalidInputError("The edition title must not be empty.")
+    check_single_line("edition title", title, show=True)  # it goes into the Subject header
+    if subject is not None:
+        check_single_line("subject", subject, show=True)
     if period_start and period_end and period_end < period_start:
         raise InvalidInputError(
             f"The period ends ({period_end}) before it starts ({period_start})."
@@ -275,7 +281,7 @@ def apply_content(
     if missing:
         warnings.append(f"{len(missing)} link(s) without a URL: {', '.join(repr(t) for t in missing)}.")
     if image_url is not None:
-        item.image_url = image_url.strip() or None
+        item.image_url = check_image_url(image_url.strip()) if image_url.strip() else None
     if image_alt is not None:
         item.image_alt = image_alt.strip() or None
     return warnings

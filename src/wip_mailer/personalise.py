@@ -36,6 +36,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from wip_mailer.errors import InvalidInputError, SettingsError
+from wip_mailer.fields import UNSAFE_IN_ADDRESS, check_single_line
 from wip_mailer.render import (
     PREFERENCES_URL_PLACEHOLDER,
     UNSUBSCRIBE_URL_PLACEHOLDER,
@@ -52,7 +53,6 @@ DKIM_HEADERS = (
     b"From", b"To", b"Subject", b"Date", b"Message-ID", b"List-Id",
     b"List-Unsubscribe", b"List-Unsubscribe-Post", b"MIME-Version", b"Content-Type",
 )
-_FORBIDDEN_IN_HEADERS = re.compile(r"[\r\n\x00]")
 _URL_SAFE = re.compile(r"[!-~]+")  # printable ASCII, no spaces: survives QP and headers untouched
 
 
@@ -132,17 +132,19 @@ def verp_address(settings: Settings, delivery_id: int | None) -> str:
 # --- header helpers ------------------------------------------------------------------------
 
 def check_header_value(what: str, value: str) -> str:
-    """Refuse a header value with a line break: it could smuggle in headers of its own."""
-    if _FORBIDDEN_IN_HEADERS.search(value):
-        raise HeaderInjectionError(
-            f"The {what} {value[:60]!r} contains a line break, which is not allowed in an email header."
-        )
-    return value
+    """Refuse a header value with a line break or another control character: a line break
+    could smuggle in headers of its own, a raw control byte breaks the header."""
+    return check_single_line(what, value, show=True, error=HeaderInjectionError)
 
 
 def wire_address(email: str) -> str:
     """The address as it goes on the wire: ASCII, the domain in IDNA form."""
-    local, _, domain = email.strip().rpartition("@")
+    email = email.strip()
+    if UNSAFE_IN_ADDRESS.search(email):
+        raise UnsendableAddressError(
+            f"The address {email[:80]!r} contains a space, a control character or an angle bracket; not sent."
+        )
+    local, _, domain = email.rpartition("@")
     if not local or not domain:
         raise UnsendableAddressError(f"{email!r} is not an email address.")
     if not local.isascii():
@@ -172,7 +174,7 @@ _date_cache: tuple[int, str] = (0, "")
 
 def mailbox_header(name: str, address: str) -> str:
     """``Name <address>`` with RFC 2047 encoded-words (folded) for non-ASCII names."""
-    check_header_value("name", name)
+    check_single_line("name", name, error=HeaderInjectionError)  # not shown: it is personal data
     if not name:
         return address
     if name.isascii():
@@ -328,9 +330,10 @@ class MessageTemplate:
         self._unsubscribe_token = token_maker(secret, Purpose.UNSUBSCRIBE)
         self._preferences_token = token_maker(secret, Purpose.PREFERENCES)
 
-        static = [f"From: {settings.sender}\r\n", _folded("Subject", subject)]
+        static = [f"From: {check_header_value('From address', settings.sender)}\r\n",
+                  _folded("Subject", subject)]
         if settings.reply_to:
-            static.append(f"Reply-To: {settings.reply_to}\r\n")
+            static.append(f"Reply-To: {check_header_value('Reply-To address', settings.reply_to)}\r\n")
         static += [
             "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
             "MIME-Version: 1.0\r\n",

@@ -15,6 +15,7 @@ from sqlmodel import Session
 
 from wip_mailer.assemble import EditionContext, ItemContext, assemble_edition
 from wip_mailer.errors import StateError, TemplateRenderError
+from wip_mailer.fields import control_character, image_url_problem
 from wip_mailer.render import UNSUBSCRIBE_URL_PLACEHOLDER, RenderedEdition, render_edition
 from wip_mailer.settings import Settings
 from wip_mailer.text.markdown import dropped_links
@@ -86,6 +87,10 @@ def check_context(context: EditionContext, settings: Settings) -> PreflightRepor
         _check_size(report)
         _check_unsubscribe(report, rendered)
         report.warnings.extend(rendered.warnings)
+    subject_problem = control_character(context.subject)
+    if subject_problem:
+        report.blocking.append(f"The subject {context.subject[:60]!r} contains {subject_problem}, which "
+                               "cannot go in an email header.")
     for section in context.sections:
         _check_links(report, f"The introduction of «{section.name}»", section.intro_md)
     for item in items:
@@ -148,7 +153,11 @@ def _check_links(report: PreflightReport, where: str, md: str) -> None:
 
 
 def _check_item(report: PreflightReport, item: ItemContext) -> None:
-    if item.image_url and not (item.image_alt or "").strip():
+    if item.image_url and (problem := image_url_problem(item.image_url)):
+        report.blocking.append(f"«{item.title}»: the image URL {item.image_url[:80]!r} cannot be used "
+                               f"({problem}); it was left out: fix it with `wip-mailer items edit "
+                               f"{item.id} --image-url URL` (or \"\" to remove it).")
+    elif item.image_url and not (item.image_alt or "").strip():
         report.warnings.append(f"«{item.title}»: the image has no alt text.")
     inline_images = _IMG.findall(item.body_html or "")
     missing_alt = [tag for tag in inline_images if not _ALT.search(tag)]

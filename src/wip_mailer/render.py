@@ -23,6 +23,7 @@ from premailer import Premailer
 
 from wip_mailer.assemble import EditionContext
 from wip_mailer.errors import TemplateRenderError
+from wip_mailer.fields import image_url_problem
 from wip_mailer.settings import Settings
 from wip_mailer.templating import environment, load_labels, render_template
 from wip_mailer.text import WIDTH, markdown_to_html, markdown_to_text, usable_url, wrap
@@ -189,6 +190,12 @@ def _preheader(context: EditionContext) -> str:
     return text if len(text) <= 140 else text[:139].rsplit(" ", 1)[0] + "…"
 
 
+def safe_image_url(url: str | None) -> str | None:
+    """The item's image URL if it is an absolute http(s) URL; anything else (javascript:, data:,
+    a stored row from before the check at entry) is dropped, and the pre-flight check says so."""
+    return url if url and image_url_problem(url) is None else None
+
+
 def template_context(
     context: EditionContext, settings: Settings, *, personal: bool
 ) -> dict[str, Any]:
@@ -207,7 +214,7 @@ def template_context(
                     body_html=clean_html(item.body_html) if item.body_html else _markdown_html(
                         item.body_md),
                     body_md=item.body_md,
-                    image_url=item.image_url,
+                    image_url=safe_image_url(item.image_url),
                     image_alt=item.image_alt,
                 )
                 for item in section.items

@@ -21,6 +21,7 @@ from dotenv.parser import parse_stream
 from email_validator import EmailNotValidError, validate_email
 
 from wip_mailer.errors import SettingsError
+from wip_mailer.fields import control_character
 
 PREFIX = "WIP_MAILER_"
 ENV_TEMPLATE = Path(__file__).with_name("env.template")
@@ -248,6 +249,9 @@ def load_settings(
         text = text.strip()
         if text == "" and key not in ("SMTP_USER", "SMTP_PASSWORD"):
             continue  # empty means "use the default"
+        kind = control_character(text)
+        if kind is not None:  # FROM, REPLY_TO, BOUNCE_ADDRESS, DKIM_* go into headers: never a line break
+            raise SettingsError(f"{full_key} contains {kind}; a setting must be one line of printable text.")
         parser = _PARSERS.get(key)
         values[name] = parser(key, text) if parser else text
     return Settings(**values)

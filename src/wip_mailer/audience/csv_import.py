@@ -55,6 +55,7 @@ from wip_mailer.audience.lists import get_list
 from wip_mailer.audience.suppression import email_hash
 from wip_mailer.db import session_scope, utcnow
 from wip_mailer.errors import InvalidInputError
+from wip_mailer.fields import control_character
 from wip_mailer.models import (
     ConsentEvent,
     MailingList,
@@ -323,8 +324,14 @@ def _parse_row(line: int, values: list[str], columns: _Columns, seen: dict[str, 
                                  values)
             continue
         elif name in ("name", "organisation"):
-            cell = " ".join(cell.split())
+            cell = " ".join(cell.split())  # a cell's line breaks (Alt+Enter) are layout: joined
+            if name == "name" and (kind := control_character(cell)):
+                return Rejection(line, f"the name contains {kind}, which cannot go in an email header",
+                                 values)
         if name.startswith("attr."):
+            if kind := control_character(cell):
+                return Rejection(line, f"the attribute {name[5:]} contains {kind}; attribute values must "
+                                       "be one line of printable text", values)
             if cell:
                 attributes[name[5:]] = cell
             continue

@@ -22,6 +22,7 @@ from sqlmodel import Session, col, select
 
 from wip_mailer.audience.addresses import normalise_language
 from wip_mailer.errors import InvalidInputError, NotFoundError, StateError
+from wip_mailer.fields import check_single_line
 from wip_mailer.models import MailingList, Membership
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -47,6 +48,7 @@ def get_list(session: Session, name: str) -> MailingList:
 def create_list(session: Session, name: str, *, description: str = "", language: str = "it",
                 double_opt_in: bool = True, public: bool = False) -> MailingList:
     check_list_name(name)
+    check_single_line(f"description of the list {name}", description, show=True)
     if session.exec(select(MailingList.id).where(MailingList.name == name)).first() is not None:
         raise StateError(f"A list named {name!r} already exists.")
     mailing_list = MailingList(name=name, description=description, language=normalise_language(language),
@@ -156,6 +158,7 @@ def read_list_definitions(path: Path) -> list[ListDefinition]:
                 )
             if not isinstance(value, expected):
                 raise InvalidInputError(f"In {path}, lists.{name}.{key} must be a {expected.__name__}.")
+        check_single_line(f"description of lists.{name} in {path}", table.get("description", ""), show=True)
         language = normalise_language(table.get("language", "it"))
         definitions.append(ListDefinition(name=name, **{**table, "language": language}))
     return definitions

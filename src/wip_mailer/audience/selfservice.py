@@ -19,6 +19,7 @@ from wip_mailer.audience.lists import get_list
 from wip_mailer.audience.suppression import is_suppressed
 from wip_mailer.db import session_scope, utcnow
 from wip_mailer.errors import NotFoundError
+from wip_mailer.fields import check_single_line
 from wip_mailer.models import MailingList, Membership, MembershipStatus, Subscriber, SubscriberStatus
 from wip_mailer.settings import Settings
 from wip_mailer.tokens import Purpose, TokenClaims, read_token
@@ -164,6 +165,7 @@ def subscribe_from_form(engine: Engine, settings: Settings, email: str, name: st
     reveals nothing about who is subscribed.
     """
     address = normalise_email(email)
+    check_single_line("name", name)
     requests: list[ConfirmationRequest] = []
     with session_scope(engine) as session:
         mailing_list = get_list(session, list_name)

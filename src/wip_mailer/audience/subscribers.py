@@ -24,6 +24,7 @@ from wip_mailer.audience.segments import segment_filter
 from wip_mailer.audience.suppression import suppress, suppression_reason
 from wip_mailer.db import session_scope, utcnow
 from wip_mailer.errors import InvalidInputError, NotFoundError, StateError
+from wip_mailer.fields import check_single_line
 from wip_mailer.models import (
     ConsentEvent,
     Delivery,
@@ -48,6 +49,12 @@ class Profile:
     attributes: dict[str, Any] | None = None
 
     def normalised(self) -> Profile:
+        if self.name is not None:
+            check_single_line("subscriber name", self.name)  # it goes into the To: header
+        for key, value in (self.attributes or {}).items():
+            check_single_line("attribute name", str(key), show=True)
+            if isinstance(value, str):
+                check_single_line(f"value of the attribute {key!r}", value)
         return Profile(
             name=None if self.name is None else " ".join(self.name.split()),
             language=None if self.language is None else normalise_language(self.language),

@@ -13,9 +13,10 @@ from typing import Any, TypeVar
 
 import click
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
 from wip_mailer import db
-from wip_mailer.errors import WipMailerError
+from wip_mailer.errors import DatabaseError, WipMailerError
 from wip_mailer.settings import Settings, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -56,6 +57,12 @@ class WipGroup(click.Group):
             ctx.exit(exc.exit_code)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
+        except DBAPIError as exc:
+            # Never the SQL nor its parameters (subscribers' addresses): one sentence instead.
+            if _debug(ctx):
+                raise
+            click.echo(f"Error: {db.explain_database_error(exc, _database_url(ctx))}", err=True)
+            ctx.exit(DatabaseError.exit_code)
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             ctx.exit(130)
@@ -73,6 +80,13 @@ class WipGroup(click.Group):
                 err=True,
             )
             ctx.exit(1)
+
+
+def _database_url(ctx: click.Context) -> str | None:
+    root = ctx.find_root()
+    app = root.obj if isinstance(root.obj, App) else None
+    settings = app.__dict__.get("settings") if app is not None else None  # only if already loaded
+    return settings.database_url if isinstance(settings, Settings) else None
 
 
 def _debug(ctx: click.Context) -> bool:

@@ -148,10 +148,15 @@ def editions_show(app: App, slug: str, as_json: bool) -> None:
 def editions_set_status(app: App, slug: str, status: str) -> None:
     """Mark an edition ready (or back to draft); sending moves it further.
 
+    An edition stuck in sending by a send that handed nothing to the server (its campaign
+    is closed as cancelled) can go back too.
+
     Example: wip-mailer editions set-status 2024-01 ready
     """
+    from wip_mailer.dispatch.campaign import return_edition  # loads the sending stage only here
+
     with db.session_scope(app.engine) as session:
-        edition = editorial.set_edition_status(session, editorial.get_edition(session, slug), status)
+        edition = return_edition(session, slug, status)
         click.echo(f"Edition {edition.slug} is {edition.status}.")
 
 

@@ -30,8 +30,8 @@ from wip_mailer.dispatch.ratelimit import Pacer
 from wip_mailer.dispatch.runner import RunCounts, Runner, RunOutcome
 from wip_mailer.editorial import get_edition, set_edition_status
 from wip_mailer.errors import DeliveryError, InvalidInputError, NotFoundError, StateError
-from wip_mailer.lease import Lease, holder
-from wip_mailer.models import Campaign, CampaignStatus, Edition, EditionStatus
+from wip_mailer.lease import LEASE, Lease, holder
+from wip_mailer.models import Campaign, CampaignStatus, DeliveryState, Edition, EditionStatus
 from wip_mailer.personalise import Addressee, MessageTemplate
 from wip_mailer.render import RenderedEdition
 from wip_mailer.settings import Settings
@@ -340,6 +340,8 @@ def _run(engine: Engine, settings: Settings, campaign_id: int, lease: Lease,
     with session_scope(engine) as session:
         campaign = session.get(Campaign, campaign_id)
         assert campaign is not None
+        if campaign.status not in ACTIVE:  # cancelled (or finished) before this process took the lease
+            raise StateError(f"Campaign {campaign_id} is {campaign.status}; nothing was sent.")
         campaign.status = CampaignStatus.SENDING
         total = campaign.recipient_count
         list_ids = campaign.audience.get("list_ids", [])
@@ -470,6 +472,13 @@ def _dry_run(engine: Engine, settings: Settings, rendered: RenderedEdition, requ
 def _send_tests(settings: Settings, rendered: RenderedEdition, addresses: tuple[str, ...],
                 list_names: dict[int, str]) -> CampaignSummary:
     """The real message to a few addresses, "[TEST]" in the subject; no campaign, no ledger."""
+    from wip_mailer.audience.addresses import normalise_email
+    from wip_mailer.fields import check_single_line
+
+    # Every address is checked before the first goes out: one with a line break would be an
+    # SMTP command of its own.
+    addresses = tuple(normalise_email(check_single_line("--test-to address", address, show=True))
+                      for address in addresses)
     template = MessageTemplate(settings, rendered, list_names=list_names, subject_prefix=TEST_SUBJECT_PREFIX)
     list_id = next(iter(list_names), None)
     connection = Connection(settings)
@@ -489,6 +498,48 @@ def _send_tests(settings: Settings, rendered: RenderedEdition, addresses: tuple[
     finally:
         connection.close()
     return CampaignSummary(None, len(addresses), sent, 0, failed, 0, 0, "test", notes=tuple(notes))
+
+
+# --- an edition stuck in sending ----------------------------------------------------------
+
+def return_edition(session: Session, slug: str, status: str) -> Edition:
+    """`editions set-status`: the editorial status change, after closing the campaigns of an
+    edition stuck in ``sending`` by a send that failed before any message went out.
+
+    A campaign that handed any message to the server (sent, in doubt, being sent) must be
+    resumed instead; one whose lease a live sender holds is left alone.
+    """
+    edition = get_edition(session, slug)
+    if edition.status == EditionStatus.SENDING and status != EditionStatus.SENT:
+        _cancel_unsent_campaigns(session, edition, status)
+    return set_edition_status(session, edition, status)
+
+
+def _cancel_unsent_campaigns(session: Session, edition: Edition, target: str) -> None:
+    assert edition.id is not None
+    handed_over = (DeliveryState.SENT, DeliveryState.IN_DOUBT, DeliveryState.SENDING)
+    now = utcnow()
+    for campaign in session.exec(select(Campaign).where(Campaign.edition_id == edition.id,
+                                                        col(Campaign.status).in_(ACTIVE))).all():
+        started = ledger.state_counts(session, campaign.id)  # type: ignore[arg-type]
+        handed = sum(started[state] for state in handed_over)
+        if handed:
+            raise StateError(
+                f"Edition '{edition.slug}' cannot become {target}: campaign {campaign.id} has already handed "
+                f"{handed} message(s) to the mail server; finish it with `wip-mailer campaigns resume "
+                f"{campaign.id}`.")
+        live_sender = sa.exists().where(LEASE.c.name == f"campaign:{campaign.id}", LEASE.c.expires_at >= now)
+        closed = session.execute(
+            sa.update(Campaign)
+            .where(col(Campaign.id) == campaign.id, col(Campaign.status).in_(ACTIVE), ~live_sender)
+            .values(status=CampaignStatus.CANCELLED, finished_at=now,
+                    summary={**campaign.summary, "status": CampaignStatus.CANCELLED.value, "notes": [
+                        f"Cancelled when the edition went back to {target}: nothing was sent."]})
+            .execution_options(synchronize_session=False))
+        if getattr(closed, "rowcount", 0) != 1:
+            raise StateError(f"Edition '{edition.slug}' is being sent right now by campaign {campaign.id}; "
+                             f"it cannot become {target}.")
+        session.expire(campaign)
 
 
 # --- reading campaigns --------------------------------------------------------------------

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from wip_mailer.errors import DeliveryError
+from wip_mailer.fields import UNSAFE_IN_ADDRESS
 from wip_mailer.personalise import Outgoing
 from wip_mailer.settings import Settings
 from wip_mailer.transport import connect
@@ -163,6 +164,13 @@ class Connection:
 
     def _transaction(self, client: smtplib.SMTP, message: Outgoing,
                      before_dot: Callable[[], bool] | None) -> SendResult:
+        # Defence in depth: an address that could end the command early never goes out.
+        if UNSAFE_IN_ADDRESS.search(message.envelope_from):
+            raise SenderRefusedError(f"The envelope sender {message.envelope_from[:80]!r} contains a space, "
+                                     "a control character or an angle bracket; nothing was sent.")
+        if UNSAFE_IN_ADDRESS.search(message.recipient):
+            return SendResult(Outcome.FAILED, "the recipient address contains a space, a control character "
+                                              "or an angle bracket; not sent")
         mail = f"MAIL FROM:<{message.envelope_from}>\r\n".encode("ascii")
         rcpt = f"RCPT TO:<{message.recipient}>\r\n".encode("ascii")
         if self._pipelining:

@@ -16,6 +16,7 @@ from sqlmodel import Session, select
 from wip_mailer import editorial
 from wip_mailer.db import utcnow
 from wip_mailer.errors import InvalidInputError, NotFoundError
+from wip_mailer.fields import check_single_line, image_url_problem
 from wip_mailer.intake.document import (
     ImportWarning,
     ParsedDocument,
@@ -122,9 +123,14 @@ def import_document(session: Session, path: Path, edition_slug: str, *, force: b
                             source_key=key)
             before = _snapshot(item)
             candidate = Item.model_validate(item.model_dump())  # work on a copy: approved stay untouched
+            image_url = parsed.image_url or ""
+            if image_url and (problem := image_url_problem(image_url)):
+                report.warnings.append(ImportWarning(parsed.line, f"{parsed.title!r}: the image URL "
+                                                     f"{image_url[:80]!r} was left out: {problem}."))
+                image_url = ""
             warnings = editorial.apply_content(
                 candidate, edition, title=parsed.title, date_label=parsed.date_label or "",
-                body_md=parsed.body_md, image_url=parsed.image_url or "", image_alt=parsed.image_alt or "",
+                body_md=parsed.body_md, image_url=image_url, image_alt=parsed.image_alt or "",
             )
             candidate.section_id = section.id or 0
             for warning in warnings:
@@ -182,7 +188,7 @@ def _copy(source: Item, target: Item) -> None:
 def _store_metadata(edition: Edition, document: ParsedDocument, report: ImportReport) -> None:
     meta = dict(edition.meta or {})
     if document.masthead:
-        meta["masthead"] = document.masthead
+        meta["masthead"] = check_single_line("masthead", document.masthead, show=True)  # in the subject
     if document.credit_lines:
         meta["credit"] = " – ".join(document.credit_lines)
     if document.contact_lines:

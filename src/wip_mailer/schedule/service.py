@@ -18,9 +18,10 @@ from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import col, select
 
-from wip_mailer.db import session_scope, utcnow
+from wip_mailer.db import explain_database_error, session_scope, utcnow
 from wip_mailer.errors import StateError, WipMailerError
 from wip_mailer.lease import Holder, Lease, holder
 from wip_mailer.models import (
@@ -287,6 +288,8 @@ class SchedulerService:
         except WipMailerError as exc:
             verb = "not sent" if row.kind == ScheduleKind.SEND else "failed"
             return ScheduleStatus.FAILED, f"{verb}: {exc}"
+        except DBAPIError as exc:  # the job's message is shown by `schedule list`: no SQL, no addresses
+            return ScheduleStatus.FAILED, f"failed: {explain_database_error(exc, self.settings.database_url)}"
         except Exception as exc:
             log.exception("Schedule #%s raised an unexpected error.", row.id)
             return ScheduleStatus.FAILED, f"failed: unexpected {type(exc).__name__}: {exc}"
