@@ -324,7 +324,7 @@ def test_bad_quote_line_numbers_are_physical_and_later_rows_are_rows(engine, set
         (5, 'has a quote (") that is not closed before line 7, which is a row of its own; lines 5-6 were '
             "not imported"),
         (8, "'not-an-address' is not a valid email address"),
-        (9, 'has a quote (") that is never closed; lines 9-10 were (to the end of the file) not imported'),
+        (9, 'has a quote (") that is still open at the end of the file; lines 9-10 were not imported'),
     ]
     assert (report.rows, report.added) == (5, 2)
     assert _emails(engine) == {"ugo@example.org", "bob@example.org"}

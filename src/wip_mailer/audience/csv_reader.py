@@ -314,7 +314,7 @@ class RecordReader:
             reason = (f"has a quote (\") that is not closed before line {end + 1}, which is a row of its "
                       f"own; {span} not imported")
         elif kind == _UNCLOSED:
-            reason = f"has a quote (\") that is never closed; {span} (to the end of the file) not imported"
+            reason = f"has a quote (\") that is still open at the end of the file; {span} not imported"
         else:
             reason = (f"has a cell longer than {self.max_field_chars:,} characters ({LIMIT_SETTING}); "
                       f"{span} not imported")
