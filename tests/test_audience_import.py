@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -276,3 +278,129 @@ def test_double_opt_in_import_sends_one_confirmation_each(engine, smtp_server, w
     with db.session_scope(engine) as session:
         assert sorted(r.email for r in select_recipients(session, ["stampa"])) == [
             "two@example.net", "uno@example.org"]
+
+
+# --- records that must not swallow rows, cells that are too long ---------------------
+
+def _good_rows(count: int, first: int = 0) -> str:
+    return "".join(f"p{i}@example.org,Person {i},Org {i}\n" for i in range(first, first + count))
+
+
+def _emails(engine) -> set[str]:
+    with db.session_scope(engine) as session:
+        return set(session.exec(select(Subscriber.email)).all())
+
+
+def test_an_unclosed_quote_costs_one_row_not_the_thousand_after_it(cli, engine, stampa, tmp_path) -> None:
+    # The trial: one stray quote used to turn the whole file into one 25,799-character name.
+    source = _write(tmp_path / "x.csv", 'email,name,organisation\nbroken@example.org,"Anna Rossi,Comune\n'
+                    + _good_rows(1000))
+    result = cli("subscribers", "import", str(source), "--list", "stampa")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines()[0] == (
+        "1001 rows: 1000 added, 0 activated, 0 updated, 0 unchanged, 1 rejected.")
+    assert [line for line in result.stderr.splitlines() if line.startswith(f"{source}:")] == [
+        f"{source}:2: has a quote (\") that is not closed before line 3, which is a row of its own; "
+        "this line was not imported"]
+    assert _emails(engine) == {f"p{i}@example.org" for i in range(1000)}
+    with (tmp_path / "x.rejects.csv").open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[1] == ["broken@example.org", "Anna Rossi,Comune", "", "2", rows[1][4]]
+
+
+def test_bad_quote_line_numbers_are_physical_and_later_rows_are_rows(engine, settings, stampa,
+                                                                      tmp_path) -> None:
+    source = _write(tmp_path / "x.csv", (
+        "email;name;organisation\r\n"
+        'ugo@example.org;Ugo;"Ufficio\r\nstampa\r\nsecondo piano"\r\n'  # lines 2-4: a real multi-line cell
+        'anna@example.org;"Anna;Comune\r\n'  # line 5: a quote never closed...
+        "di Torino\r\n"  # line 6: ...swallowed, does not look like a row
+        "bob@example.org;Bob;\r\n"  # line 7: looks like a row, so it is one
+        "not-an-address;X;\r\n"  # line 8
+        'eve@example.org;Eve;"Org\r\n'  # lines 9-10: open to the end of the file
+        "rest of it\r\n"))
+    report = csv_import.import_csv(engine, settings, source, "stampa")
+    assert [(r.line, r.reason.split(":")[0]) for r in report.rejected] == [
+        (5, 'has a quote (") that is not closed before line 7, which is a row of its own; lines 5-6 were '
+            "not imported"),
+        (8, "'not-an-address' is not a valid email address"),
+        (9, 'has a quote (") that is still open at the end of the file; lines 9-10 were not imported'),
+    ]
+    assert (report.rows, report.added) == (5, 2)
+    assert _emails(engine) == {"ugo@example.org", "bob@example.org"}
+    with db.session_scope(engine) as session:
+        assert subscribers.show_subscriber(session, "ugo@example.org")["organisation"] == (
+            "Ufficio stampa secondo piano")
+
+
+def test_a_quoted_multi_line_organisation_is_one_row(engine, settings, stampa, tmp_path) -> None:
+    source = _write(tmp_path / "x.csv", 'email,name,organisation\na@example.org,A,"Comune di Torino\n'
+                                        'Relazioni internazionali\nVia Meucci 4"\nb@example.org,B,\n')
+    report = csv_import.import_csv(engine, settings, source, "stampa")
+    assert (report.rows, report.added, report.rejected) == (2, 2, [])
+    with db.session_scope(engine) as session:
+        assert subscribers.show_subscriber(session, "a@example.org")["organisation"] == (
+            "Comune di Torino Relazioni internazionali Via Meucci 4")
+
+
+def test_a_cell_longer_than_the_setting_rejects_its_row(cli, engine, stampa, workdir, monkeypatch) -> None:
+    monkeypatch.setenv("WIP_MAILER_IMPORT_MAX_FIELD_CHARS", "100")
+    source = _write(workdir / "x.csv", f"email,name\na@example.org,{'n' * 101}\nb@example.org,{'n' * 100}\n")
+    result = cli("subscribers", "import", str(source), "--list", "stampa")
+    assert result.exit_code == 0, result.stderr
+    assert f"{source}:2: column 2 has 101 characters, more than the 100 allowed " \
+           "(WIP_MAILER_IMPORT_MAX_FIELD_CHARS)" in result.stderr
+    assert _emails(engine) == {"b@example.org"}
+    monkeypatch.setenv("WIP_MAILER_IMPORT_MAX_FIELD_CHARS", "10")
+    result = cli("subscribers", "import", str(source), "--list", "stampa")
+    assert (result.exit_code, result.stderr) == (
+        2, "Error: WIP_MAILER_IMPORT_MAX_FIELD_CHARS must be a whole number from 64 to 100000, got '10'.\n")
+
+
+def test_a_long_quoted_cell_over_many_lines_is_skipped_to_the_next_row(engine, settings, stampa,
+                                                                        tmp_path) -> None:
+    # A quoted cell of 5,000 short lines: past the limit it is skipped, not kept, up to the next row.
+    notes = "".join(f"note line {i}\n" for i in range(5000))
+    source = _write(tmp_path / "x.csv",
+                    f'email,name,organisation\na@example.org,"{notes}",\n' + _good_rows(3))
+    report = csv_import.import_csv(engine, settings, source, "stampa")
+    assert [(r.line, r.reason) for r in report.rejected] == [
+        (2, "has a cell longer than 4,096 characters (WIP_MAILER_IMPORT_MAX_FIELD_CHARS); lines 2-5002 were "
+            "not imported")]
+    assert len(report.rejected[0].values[1]) <= 4096
+    assert _emails(engine) == {"p0@example.org", "p1@example.org", "p2@example.org"}
+
+
+_PEAK_RSS = """
+import atexit, pathlib, sys
+def peak():  # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across exec
+    status = pathlib.Path("/proc/self/status").read_text()
+    kib = next(int(l.split()[1]) for l in status.splitlines() if l.startswith("VmHWM:"))
+    sys.stderr.write(f"peak-rss-kib {kib}\\n")
+atexit.register(peak)
+from wip_mailer.cli import main
+main(prog_name="wip-mailer")
+"""
+
+
+def test_a_100_mb_cell_rejects_one_row_in_bounded_memory(engine, stampa, workdir) -> None:
+    # The trial: this aborted the whole import after using 714 MB.
+    source = workdir / "huge.csv"
+    with source.open("w", encoding="utf-8", newline="") as handle:
+        handle.write("email,name,organisation\n" + _good_rows(500) + "big@example.org,")
+        block = "x" * (1 << 20)
+        for _ in range(100):
+            handle.write(block)
+        handle.write(",Org\n" + _good_rows(500, first=500))
+    assert source.stat().st_size > 100 * (1 << 20)
+    result = subprocess.run([sys.executable, "-c", _PEAK_RSS, "subscribers", "import", str(source),
+                             "--list", "stampa"], capture_output=True, text=True, cwd=workdir, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == (
+        "1001 rows: 1000 added, 0 activated, 0 updated, 0 unchanged, 1 rejected.")
+    assert f"{source}:502: has a cell longer than 4,096 characters" in result.stderr
+    peak_mb = int(result.stderr.rsplit("peak-rss-kib ", 1)[1]) / 1024
+    assert peak_mb < 200, f"peak memory {peak_mb:.0f} MB"
+    assert len(_emails(engine)) == 1000
+    rejects = (workdir / "huge.rejects.csv").stat().st_size
+    assert rejects < 100_000  # the cell is cut, not copied

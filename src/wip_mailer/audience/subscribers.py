@@ -19,6 +19,7 @@ from wip_mailer.audience.addresses import (
 )
 from wip_mailer.audience.confirmation import ConfirmationRequest, send_confirmations
 from wip_mailer.audience.consent import Actor, EventKind, JoinOutcome, join_list, record_event, unsubscribe
+from wip_mailer.audience.csv_reader import escape_formula
 from wip_mailer.audience.lists import get_list
 from wip_mailer.audience.segments import segment_filter
 from wip_mailer.audience.suppression import suppress, suppression_reason
@@ -277,14 +278,16 @@ def export_csv(session: Session, out: TextIO, *, list_name: str | None = None) -
     """Write subscribers as CSV (the import format, plus status); returns the rows written.
 
     With ``list_name`` the status is the membership's on that list. Re-importing the file
-    takes only the rows whose status is ``active``.
+    takes only the rows whose status is ``active``. A cell that a spreadsheet would run as
+    a formula (``=``, ``+``, ``-``, ``@``...) gets a leading ``'``, which the import removes.
     """
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(EXPORT_COLUMNS)
     count = 0
     for row in iter_subscribers(session, list_name=list_name):
-        writer.writerow([row["email"], row["name"], row["language"], row["organisation"], row["country"],
-                         ",".join(row["tags"]), row["status"]])
+        cells = (row["email"], row["name"], row["language"], row["organisation"], row["country"],
+                 ",".join(row["tags"]), row["status"])
+        writer.writerow([escape_formula(cell) for cell in cells])
         count += 1
     return count
 

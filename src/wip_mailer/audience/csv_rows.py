@@ -1,0 +1,315 @@
+"""Subscriber rows from a spreadsheet's CSV export: columns and values (no database).
+
+Over the shared reader (``csv_reader``: encodings, bounded records, bad quotes), this maps
+the columns of wip-mailer's own import format, in any order; header names ignore case,
+accents, spaces and dashes, and the common English and Italian spellings are accepted
+(``HEADER_ALIASES``):
+
+- ``email`` (required): one address per row; ``Name <addr>``, ``mailto:addr`` and a
+  trailing dot are cleaned up;
+- ``name`` (or ``first name`` + ``last name``, joined), ``organisation``;
+- ``country``: a code (IT) or a name (Italy, Italia);
+- ``language``: a code (it, IT, it-IT) or a name (Italiano, English); empty means the
+  list's language;
+- ``tags``: words separated by commas or semicolons, e.g. ``press;partner``;
+- ``attr.NAME``: a free attribute called NAME (e.g. ``attr.sector``);
+- ``status``: as written by ``subscribers export``; only empty or ``active`` rows import.
+
+A file without a header line is accepted only when it has a single column of
+addresses. An unknown header stops the import before any row is read (a typo must not
+silently drop a column); columns with an empty header are ignored when empty. A bad
+row (invalid address, duplicate in the file, unknown value, a cell too long, a quote
+that would swallow the rows after it) is a ``Rejection`` with its line number; reading
+goes on. A ``'`` that ``subscribers export`` put before a cell starting with ``= + - @``
+(so that spreadsheets do not run it as a formula) is removed.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import unicodedata
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from wip_mailer.audience.addresses import (
+    InvalidAddressError,
+    address_from_cell,
+    country_code,
+    language_code,
+    normalise_email,
+    normalise_tags,
+)
+from wip_mailer.audience.csv_reader import (
+    Encoding,
+    Record,
+    RecordReader,
+    Rejection,
+    open_records,
+    unescape_formula,
+)
+from wip_mailer.errors import InvalidInputError
+from wip_mailer.fields import control_character
+
+KNOWN_COLUMNS = ("email", "name", "language", "organisation", "country", "tags", "status", "attr.NAME")
+# Header spellings seen in real exports (Excel, Outlook, Google Contacts, Mailchimp, Italian
+# offices), compared after _header_key: case, accents, spaces, dashes and dots do not matter.
+HEADER_ALIASES: dict[str, tuple[str, ...]] = {
+    "email": ("e-mail", "mail", "email address", "e-mail address", "indirizzo email",
+              "indirizzo e-mail", "indirizzo di posta elettronica", "posta elettronica", "e-mail 1 - value"),
+    "name": ("full name", "display name", "nome e cognome", "nominativo", "nome completo"),
+    "first_name": ("first name", "given name", "nome"),
+    "last_name": ("last name", "surname", "family name", "cognome"),
+    "language": ("lingua", "lang", "locale", "idioma", "langue", "preferred language"),
+    "organisation": ("organization", "organizzazione", "company", "azienda", "ente", "societa",
+                     "organisation name", "organization name", "istituzione"),
+    "country": ("paese", "nazione", "country code", "stato", "country/region", "pays"),
+    "tags": ("tag", "etichette", "etichetta", "labels", "categorie"),
+    "status": ("stato iscrizione",),
+}
+_PARTS = ("first_name", "last_name")  # joined into name when the file has no name column
+
+
+@dataclass(frozen=True)
+class SubscriberRow:
+    line: int
+    values: list[str]
+    email: str
+    fields: dict[str, Any]  # only the columns present in the file (None: empty cell)
+
+
+def _header_key(raw: str) -> str:
+    """Case, accents, spaces, dashes, underscores and dots do not matter: " E-Mail " -> "email"."""
+    decomposed = unicodedata.normalize("NFKD", raw.casefold())
+    return re.sub(r"[\W_]+", "", "".join(c for c in decomposed if not unicodedata.combining(c)))
+
+
+_HEADER_NAMES = {_header_key(alias): name for name, aliases in HEADER_ALIASES.items()
+                 for alias in (name, *aliases)}
+
+
+@dataclass(frozen=True)
+class Columns:
+    raw: list[str]  # header as written, for the rejects file
+    names: list[str]  # canonical names, same order ("" for a column without a header)
+    has_header: bool = True
+
+    def index(self, name: str) -> int | None:
+        return self.names.index(name) if name in self.names else None
+
+
+def _columns(path: Path, header: list[str]) -> Columns:
+    names: list[str] = []
+    for position, raw in enumerate(header, start=1):
+        text = raw.strip()
+        if not text:
+            names.append("")  # Excel saves empty trailing columns; a value under one rejects its row
+            continue
+        if text[:5].lower() == "attr." and len(text) > 5:
+            name = "attr." + text[5:].strip()  # attribute names keep their case
+        else:
+            found = _HEADER_NAMES.get(_header_key(text))
+            if found is None:
+                raise InvalidInputError(
+                    f"The file {path} has the unknown column {text!r} (column {position}); known columns are "
+                    f"{', '.join(KNOWN_COLUMNS)}: rename it, or call it attr.{_header_key(text) or 'NAME'} "
+                    "to keep it as an attribute, or delete it."
+                )
+            name = found
+        if name in names:
+            first = header[names.index(name)].strip()
+            raise InvalidInputError(
+                f"The file {path} has two {name} columns ({first!r}, column {names.index(name) + 1}, and "
+                f"{text!r}, column {position}); delete one of them."
+            )
+        names.append(name)
+    if "email" not in names:
+        raise InvalidInputError(
+            f"The file {path} has no email column; its header must name the columns "
+            f"({', '.join(KNOWN_COLUMNS)}), with email required."
+        )
+    if "name" in names:
+        # A full name wins; the parts are not columns of their own.
+        names = ["" if n in _PARTS else n for n in names]
+    return Columns(raw=header, names=names)
+
+
+def _headerless(path: Path, first: list[str]) -> Columns | None:
+    """Columns for a file whose first line is already data, or None when it is a header.
+
+    A single column of addresses needs no header (a list pasted from a mail program);
+    with more columns the meaning of each cannot be guessed, so the file is refused.
+    """
+    cells = [c.strip() for c in first]
+    if not any("@" in c and _is_address(c) for c in cells):
+        return None
+    if len([c for c in cells if c]) == 1:
+        return Columns(raw=["email"], names=["email"], has_header=False)
+    raise InvalidInputError(
+        f"The file {path} has no header line: its first line is data ({', '.join(c for c in cells if c)}); "
+        "add a first line naming the columns, e.g. email,name,language."
+    )
+
+
+def _is_address(cell: str) -> bool:
+    try:
+        normalise_email(address_from_cell(cell)[0])
+    except InvalidAddressError:
+        return False
+    return True
+
+
+def _parse_row(line: int, values: list[str], columns: Columns,
+               seen: dict[str, int]) -> SubscriberRow | Rejection:
+    width = len(columns.names)
+    if len(values) > width:
+        extra = [v for v in values[width:] if v.strip()]
+        if extra:
+            return Rejection(line, f"has {len(values)} values but the header has {width} "
+                                   f"columns (extra: {', '.join(extra)})", values)
+        values = values[:width]
+    cells: dict[str, str] = {}
+    for position, (name, value) in enumerate(zip(columns.names, values, strict=False), start=1):
+        value = value.strip()
+        if value[:1] == "'":
+            value = unescape_formula(value)
+        if name:
+            cells[name] = value
+        elif value and columns.raw[position - 1].strip():
+            continue  # a part of the name beside a full-name column: the full name wins
+        elif value:
+            return Rejection(line, f"has the value {value!r} in column {position}, which has no header",
+                             values)
+    address, display_name = address_from_cell(cells.get("email", ""))
+    try:
+        email = normalise_email(address)
+    except InvalidAddressError as exc:
+        return Rejection(line, str(exc).rstrip("."), values)
+    first = seen.get(email)
+    if first is not None:
+        return Rejection(line, f"{email} is a duplicate of line {first}", values)
+    seen[email] = line
+    if any(part in cells for part in _PARTS):
+        cells["name"] = " ".join(cells.pop(part, "") for part in _PARTS)
+    if display_name and not cells.get("name"):
+        cells["name"] = display_name
+    fields: dict[str, Any] = {}
+    attributes: dict[str, str] = {}
+    for name, cell in cells.items():
+        if name == "email":
+            continue
+        if name == "language" and cell:
+            code = language_code(cell)
+            if code is None:
+                return Rejection(line, f"{cell!r} is not a language code such as it or en, nor a language "
+                                       "name such as Italiano or English", values)
+            cell = code
+        elif name == "country" and cell:
+            code = country_code(cell)
+            if code is None:
+                return Rejection(line, f"{cell!r} is not a two-letter country code such as IT or FR, "
+                                       "nor a country name such as Italia or France", values)
+            cell = code
+        elif name == "status":
+            if cell.lower() not in ("", "active"):
+                return Rejection(line, f"the status is {cell!r} in the file; only active rows are imported",
+                                 values)
+            continue
+        elif name in ("name", "organisation"):
+            cell = " ".join(cell.split())  # a cell's line breaks (Alt+Enter) are layout: joined
+            if name == "name" and (kind := control_character(cell)):
+                return Rejection(line, f"the name contains {kind}, which cannot go in an email header",
+                                 values)
+        if name.startswith("attr."):
+            if kind := control_character(cell):
+                return Rejection(line, f"the attribute {name[5:]} contains {kind}; attribute values must "
+                                       "be one line of printable text", values)
+            if cell:
+                attributes[name[5:]] = cell
+            continue
+        if name == "tags":
+            fields["tags"] = normalise_tags(cell) if cell else []
+        else:
+            fields[name] = cell or None
+    if attributes:
+        fields["attributes"] = attributes
+    return SubscriberRow(line, values, email, fields)
+
+
+
+
+def _email_in_column(delimiter: str, index: int | None) -> Callable[[str], bool]:
+    """Whether a line, read on its own, is a row: an address in the email column (any
+    column while the header is not known)."""
+    def row_like(line: str) -> bool:
+        if "@" not in line:
+            return False
+        try:
+            cells = next(csv.reader([line], delimiter=delimiter), [])
+        except csv.Error:
+            return False
+        if index is not None:
+            cells = cells[index:index + 1]
+        return any("@" in c and _is_address(unescape_formula(c.strip())) for c in cells)
+    return row_like
+
+
+@dataclass
+class SubscriberFile:
+    """A subscriber CSV being read: how it is written, its columns and its rows."""
+
+    path: Path
+    encoding: Encoding
+    columns: Columns
+    records: Iterator[Record | Rejection]
+    delimiter: str
+
+    @property
+    def lines_after_header(self) -> int:
+        return max(self.encoding.lines - 1, 0)
+
+    def rows(self) -> Iterator[SubscriberRow | Rejection]:
+        """Each non-blank row after the header, parsed, or rejected with its reason."""
+        seen: dict[str, int] = {}  # address -> first line, for duplicates within the file
+        columns = self.columns
+        for record in self.records:
+            if isinstance(record, Rejection):
+                yield record
+            elif any(v.strip() for v in record.values):  # blank lines are not subscribers
+                yield _parse_row(record.line, record.values, columns, seen)
+
+
+@contextmanager
+def open_subscribers(path: Path, *, max_field_chars: int) -> Iterator[SubscriberFile]:
+    """``path`` opened for reading, its header checked (an unusable file raises
+    InvalidInputError before any row is read)."""
+    with open_records(path, max_field_chars=max_field_chars) as (encoding, reader):
+        reader.row_like = _email_in_column(reader.delimiter, None)
+        records = iter(reader)
+        first = next(records, None)
+        if isinstance(first, Rejection):
+            problem = first.reason.partition(";")[0]  # what is wrong, without "...not imported"
+            raise InvalidInputError(
+                f"The file {path} cannot be read: its first line {problem}; fix that line.")
+        if first is None or not any(v.strip() for v in first.values):
+            raise InvalidInputError(f"The file {path} is empty; its first line must name the columns.")
+        columns = _headerless(path, first.values) or _columns(path, first.values)
+        if not columns.has_header:
+            records = _again(first, records)
+        _bound(reader, columns, max_field_chars)
+        yield SubscriberFile(path, encoding, columns, records, reader.delimiter)
+
+
+def _bound(reader: RecordReader, columns: Columns, max_field_chars: int) -> None:
+    """Once the columns are known: what a row looks like, and how long one may be."""
+    reader.row_like = _email_in_column(reader.delimiter, columns.index("email"))
+    # Every cell at its longest, and as much again for empty trailing cells and separators.
+    reader.max_record_chars = max_field_chars * (len(columns.names) + 1)
+
+
+def _again(first: Record, rest: Iterator[Record | Rejection]) -> Iterator[Record | Rejection]:
+    yield first
+    yield from rest
