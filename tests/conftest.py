@@ -25,14 +25,18 @@ SEED = REPO.parent / "shared" / "seed" / "work-in-progress-2024-01-gennaio-febbr
 TEST_SECRET = "test-secret-key-0123456789abcdefghijklmnop"
 
 
+def needs_ci_service(item: pytest.Item) -> bool:
+    """Whether the test uses a service CI provides: PostgreSQL or Chromium."""
+    return "pg_engine" in getattr(item, "fixturenames", ()) or any(
+        item.get_closest_marker(name) is not None for name in ("postgres", "chromium"))
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
     """On CI, where .ci/run installs Chromium and PostgreSQL runs, such a test may not skip."""
     outcome = yield
     report = outcome.get_result()
-    needs_ci_service = "pg_engine" in getattr(item, "fixturenames", ()) or any(
-        item.iter_markers(name) for name in ("postgres", "chromium"))
-    if report.skipped and needs_ci_service and os.environ.get("CI"):
+    if report.skipped and needs_ci_service(item) and os.environ.get("CI"):
         report.outcome = "failed"
         report.longrepr = f"CI provides this test's service, yet it skipped: {report.longrepr}"
 
