@@ -228,8 +228,8 @@ def test_a_paused_campaign_must_be_resumed_not_restarted(engine, send_settings, 
     with pytest.raises(StateError) as caught:
         send(engine, send_settings)
     assert str(caught.value) == (
-        "Edition '2024-01' has an unfinished campaign 1: resume it with `wip-mailer send 2024-01 --resume` "
-        "(or `wip-mailer campaigns resume 1`).")
+        "Edition '2024-01' has an unfinished campaign 1, which is paused: resume it with "
+        "`wip-mailer send 2024-01 --resume` (or `wip-mailer campaigns resume 1`).")
     assert smtp_server.messages == [] and emails
 
 

@@ -28,7 +28,8 @@ def test_the_quick_start_has_two_commands_that_run_as_written() -> None:
         assert program.startswith("./"), f"{command!r} should run a file of the project"
         path = REPO / program
         assert path.is_file(), f"{program} does not exist"
-        assert os.access(path, os.X_OK), f"{program} is not executable: a fresh clone says 'Permission denied'"
+        assert os.access(path, os.X_OK), (
+            f"{program} is not executable: a fresh clone says 'Permission denied'")
         assert path.read_text(encoding="utf-8").startswith("#!"), f"{program} has no interpreter line"
 
 

@@ -87,6 +87,12 @@ def holder(engine: Engine | sa.Connection, name: str) -> Holder | None:
     return Holder(row.token, row.expires_at)
 
 
+def live_holder(engine: Engine | sa.Connection, name: str) -> Holder | None:
+    """Who holds ``name`` and is alive as far as can be told (a dead process of this host is not)."""
+    current = holder(engine, name)
+    return None if current is None or holder_is_dead(current.token) else current
+
+
 class Lease:
     def __init__(self, engine: Engine, name: str, seconds: float, token: str | None = None):
         self.engine = engine

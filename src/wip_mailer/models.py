@@ -209,6 +209,8 @@ class Campaign(SQLModel, table=True):
     subject: str = ""
     body_html: str = ""
     body_text: str = ""
+    # Set by `campaigns pause|cancel` from any process; the sender polls it and stops.
+    stop_request: str | None = Field(default=None, max_length=16)
     created_at: datetime = _created()
     started_at: datetime | None = _utc()
     finished_at: datetime | None = _utc()

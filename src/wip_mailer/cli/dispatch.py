@@ -15,7 +15,9 @@ from wip_mailer.dispatch import (
     CampaignSummary,
     SendRequest,
     campaign_status,
+    cancel_campaign,
     list_campaigns,
+    pause_campaign,
     resume_campaign,
     send_edition,
 )
@@ -177,14 +179,68 @@ def campaigns_status(app: App, campaign_id: int, as_json: bool) -> None:
     if as_json:
         echo_json(row)
         return
+    _describe(app, row)
+    for problem in row["problems"]:
+        click.echo(f"  {problem['state']:<9} {problem['email']}: {problem['last_reply']}")
+
+
+def _local(app: App, moment: Any) -> str:
+    """A time as people read it: in WIP_MAILER_TIMEZONE, with the zone."""
+    return f"{moment.astimezone(app.settings.tz):%Y-%m-%d %H:%M:%S} {app.settings.timezone}"
+
+
+def _describe(app: App, row: dict[str, Any]) -> None:
     counts = row["counts"]
-    click.echo(f"Campaign {row['id']} of edition {row['edition']}: {row['status']}, "
+    status = row["status"]
+    if row["interrupted"]:
+        since = f" after {_local(app, row['last_activity_at'])}" if row["last_activity_at"] else ""
+        status = f"interrupted (its sender stopped{since})"
+    click.echo(f"Campaign {row['id']} of edition {row['edition']}: {status}, "
                f"{row['recipients']} recipients ({', '.join(row['lists'])}).")
     click.echo("  " + ", ".join(f"{number} {state.replace('_', ' ')}" for state, number in counts.items()))
     if row["sender"]:
-        click.echo(f"  Being sent by {row['sender']} (lease until {row['sender_lease_until']:%H:%M:%S}).")
-    for problem in row["problems"]:
-        click.echo(f"  {problem['state']:<9} {problem['email']}: {problem['last_reply']}")
+        click.echo(f"  Being sent by {row['sender']} (lease until {_local(app, row['sender_lease_until'])}); "
+                   f"pause it with `wip-mailer campaigns pause {row['id']}`.")
+    elif row["interrupted"] or row["status"] == "paused":
+        click.echo(f"  Resume it with `wip-mailer campaigns resume {row['id']}`.")
+
+
+@campaigns.command("pause")
+@click.argument("campaign_id", type=int)
+@json_option
+@pass_app
+def campaigns_pause(app: App, campaign_id: int, as_json: bool) -> None:
+    """Pause a campaign being sent, from any terminal or host: its sender finishes the
+    messages in flight and stops (within a few seconds); nothing is lost or sent twice.
+
+    Example: wip-mailer campaigns pause 3
+    """
+    row = pause_campaign(app.engine, app.settings, campaign_id)
+    if as_json:
+        echo_json(row)
+        return
+    _describe(app, row)
+
+
+@campaigns.command("cancel")
+@click.argument("campaign_id", type=int)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+@pass_app
+def campaigns_cancel(app: App, campaign_id: int, yes: bool, as_json: bool) -> None:
+    """Cancel a campaign for good: the recipients not yet sent are skipped; it cannot be resumed.
+
+    Example: wip-mailer campaigns cancel 3 --yes
+    """
+    counts = campaign_status(app.engine, campaign_id)["counts"]
+    left = counts["queued"] + counts["deferred"] + counts["sending"]
+    confirm_or_abort(f"Cancel campaign {campaign_id}? {left} recipient(s) not yet sent will never get "
+                     "this edition from it; this cannot be undone.", yes)
+    row = cancel_campaign(app.engine, app.settings, campaign_id)
+    if as_json:
+        echo_json(row)
+        return
+    _describe(app, row)
 
 
 @campaigns.command("resume")

@@ -153,7 +153,7 @@ def editions_set_status(app: App, slug: str, status: str) -> None:
 
     Example: wip-mailer editions set-status 2024-01 ready
     """
-    from wip_mailer.dispatch.campaign import return_edition  # loads the sending stage only here
+    from wip_mailer.dispatch.control import return_edition  # loads the sending stage only here
 
     with db.session_scope(app.engine) as session:
         edition = return_edition(session, slug, status)

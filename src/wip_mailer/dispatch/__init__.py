@@ -1,8 +1,9 @@
 """Dispatch: send an edition to every selected subscriber exactly once, fast, crash-safe.
 
 Modules, in the order a message meets them:
-``campaign`` (the entry points: send, resume, status), ``ledger`` (the delivery rows,
-claims in batches, the campaign lease), ``runner`` (threads, batching of writes),
+``campaign`` (the entry points: send, resume, and the send's steps), ``control`` (pause,
+cancel, reset, reading a campaign's state), ``ledger`` (the delivery rows, claims in
+batches, the check at hand-over), ``runner`` (threads, batching of writes),
 ``ratelimit``, ``connection`` (one SMTP session), ``journal`` (what was handed to the
 server, for crash recovery). Messages are built by ``wip_mailer.personalise``.
 """
@@ -11,10 +12,15 @@ from wip_mailer.dispatch.campaign import (
     CampaignSummary,
     Progress,
     SendRequest,
-    campaign_status,
-    list_campaigns,
     resume_campaign,
     send_edition,
+)
+from wip_mailer.dispatch.control import (
+    campaign_status,
+    cancel_campaign,
+    list_campaigns,
+    pause_campaign,
+    return_edition,
 )
 
 __all__ = [
@@ -22,7 +28,10 @@ __all__ = [
     "Progress",
     "SendRequest",
     "campaign_status",
+    "cancel_campaign",
     "list_campaigns",
+    "pause_campaign",
     "resume_campaign",
+    "return_edition",
     "send_edition",
 ]

@@ -30,8 +30,8 @@ from wip_mailer.dispatch.ratelimit import Pacer
 from wip_mailer.dispatch.runner import RunCounts, Runner, RunOutcome
 from wip_mailer.editorial import get_edition, set_edition_status
 from wip_mailer.errors import DeliveryError, InvalidInputError, NotFoundError, StateError
-from wip_mailer.lease import LEASE, Lease, holder
-from wip_mailer.models import Campaign, CampaignStatus, DeliveryState, Edition, EditionStatus
+from wip_mailer.lease import Lease, live_holder
+from wip_mailer.models import Campaign, CampaignStatus, Edition, EditionStatus
 from wip_mailer.personalise import Addressee, MessageTemplate
 from wip_mailer.render import RenderedEdition
 from wip_mailer.settings import Settings
@@ -235,14 +235,17 @@ def _reopen(session: Session, campaign: Campaign) -> None:
     session.add(campaign)
 
 def _already_running(session: Session, slug: str, campaign: Campaign) -> StateError:
-    sender = holder(session.connection(), f"campaign:{campaign.id}")
+    sender = live_holder(session.connection(), f"campaign:{campaign.id}")
     if campaign.status == CampaignStatus.SENDING and sender is not None:
         return StateError(
             f"Edition {slug!r} is being sent right now by campaign {campaign.id} "
-            f"({sender}); a second send would mail people twice."
+            f"({sender}); a second send would mail people twice. Pause it with "
+            f"`wip-mailer campaigns pause {campaign.id}`."
         )
+    state = "was interrupted (its sender stopped)" if campaign.status == CampaignStatus.SENDING \
+        else "is paused"
     return StateError(
-        f"Edition {slug!r} has an unfinished campaign {campaign.id}: resume it with "
+        f"Edition {slug!r} has an unfinished campaign {campaign.id}, which {state}: resume it with "
         f"`wip-mailer send {slug} --resume` (or `wip-mailer campaigns resume {campaign.id}`)."
     )
 
@@ -343,6 +346,7 @@ def _run(engine: Engine, settings: Settings, campaign_id: int, lease: Lease,
         if campaign.status not in ACTIVE:  # cancelled (or finished) before this process took the lease
             raise StateError(f"Campaign {campaign_id} is {campaign.status}; nothing was sent.")
         campaign.status = CampaignStatus.SENDING
+        campaign.stop_request = None  # a request for an earlier run is spent
         total = campaign.recipient_count
         list_ids = campaign.audience.get("list_ids", [])
         rendered = RenderedEdition(campaign.subject, campaign.body_html, campaign.body_text)
@@ -389,8 +393,12 @@ def _finish(engine: Engine, campaign_id: int, lease: Lease, outcome: RunOutcome 
         status = CampaignStatus.FINISHED
     summary = _summary(campaign_id, counts, status, notes)
 
+    if outcome is not None and outcome.stopped_by:
+        notes.append(f"Paused by `wip-mailer campaigns {outcome.stopped_by}` from another process.")
+        summary = _summary(campaign_id, counts, status, notes)
+
     def store(connection: sa.Connection) -> None:
-        values: dict[str, Any] = {"status": status, "summary": summary.as_dict()}
+        values: dict[str, Any] = {"status": status, "summary": summary.as_dict(), "stop_request": None}
         if status == CampaignStatus.FINISHED:
             values["finished_at"] = utcnow()
         connection.execute(sa.update(Campaign).where(col(Campaign.id) == campaign_id).values(**values))
@@ -498,94 +506,3 @@ def _send_tests(settings: Settings, rendered: RenderedEdition, addresses: tuple[
     finally:
         connection.close()
     return CampaignSummary(None, len(addresses), sent, 0, failed, 0, 0, "test", notes=tuple(notes))
-
-
-# --- an edition stuck in sending ----------------------------------------------------------
-
-def return_edition(session: Session, slug: str, status: str) -> Edition:
-    """`editions set-status`: the editorial status change, after closing the campaigns of an
-    edition stuck in ``sending`` by a send that failed before any message went out.
-
-    A campaign that handed any message to the server (sent, in doubt, being sent) must be
-    resumed instead; one whose lease a live sender holds is left alone.
-    """
-    edition = get_edition(session, slug)
-    if edition.status == EditionStatus.SENDING and status != EditionStatus.SENT:
-        _cancel_unsent_campaigns(session, edition, status)
-    return set_edition_status(session, edition, status)
-
-
-def _cancel_unsent_campaigns(session: Session, edition: Edition, target: str) -> None:
-    assert edition.id is not None
-    handed_over = (DeliveryState.SENT, DeliveryState.IN_DOUBT, DeliveryState.SENDING)
-    now = utcnow()
-    for campaign in session.exec(select(Campaign).where(Campaign.edition_id == edition.id,
-                                                        col(Campaign.status).in_(ACTIVE))).all():
-        started = ledger.state_counts(session, campaign.id)  # type: ignore[arg-type]
-        handed = sum(started[state] for state in handed_over)
-        if handed:
-            raise StateError(
-                f"Edition '{edition.slug}' cannot become {target}: campaign {campaign.id} has already handed "
-                f"{handed} message(s) to the mail server; finish it with `wip-mailer campaigns resume "
-                f"{campaign.id}`.")
-        live_sender = sa.exists().where(LEASE.c.name == f"campaign:{campaign.id}", LEASE.c.expires_at >= now)
-        closed = session.execute(
-            sa.update(Campaign)
-            .where(col(Campaign.id) == campaign.id, col(Campaign.status).in_(ACTIVE), ~live_sender)
-            .values(status=CampaignStatus.CANCELLED, finished_at=now,
-                    summary={**campaign.summary, "status": CampaignStatus.CANCELLED.value, "notes": [
-                        f"Cancelled when the edition went back to {target}: nothing was sent."]})
-            .execution_options(synchronize_session=False))
-        if getattr(closed, "rowcount", 0) != 1:
-            raise StateError(f"Edition '{edition.slug}' is being sent right now by campaign {campaign.id}; "
-                             f"it cannot become {target}.")
-        session.expire(campaign)
-
-
-# --- reading campaigns --------------------------------------------------------------------
-
-def _campaign_row(session: Session, campaign: Campaign, slug: str) -> dict[str, Any]:
-    assert campaign.id is not None
-    counts = ledger.state_counts(session, campaign.id)
-    sender = holder(session.connection(), f"campaign:{campaign.id}")
-    return {
-        "id": campaign.id, "edition": slug, "status": campaign.status,
-        "lists": campaign.audience.get("lists", []), "segment": campaign.audience.get("segment"),
-        "recipients": campaign.recipient_count, "counts": counts,
-        "created_at": campaign.created_at, "started_at": campaign.started_at,
-        "finished_at": campaign.finished_at,
-        "sender": str(sender) if sender else None,
-        "sender_lease_until": sender.expires_at if sender else None,
-    }
-
-
-def list_campaigns(engine: Engine) -> list[dict[str, Any]]:
-    with session_scope(engine) as session:
-        rows = session.execute(
-            sa.select(Campaign, col(Edition.slug)).join(Edition, col(Edition.id) == col(Campaign.edition_id))
-            .order_by(col(Campaign.id))
-        ).all()
-        return [_campaign_row(session, campaign, slug) for campaign, slug in rows]
-
-
-def campaign_status(engine: Engine, campaign_id: int, problems: int = 50) -> dict[str, Any]:
-    """A campaign's progress and, for the deliveries not sent, their last reply."""
-    from wip_mailer.models import Delivery, DeliveryState
-
-    with session_scope(engine) as session:
-        campaign = session.get(Campaign, campaign_id)
-        if campaign is None:
-            raise NotFoundError(f"There is no campaign {campaign_id}.")
-        edition = session.get(Edition, campaign.edition_id)
-        row = _campaign_row(session, campaign, edition.slug if edition else "?")
-        row["summary"] = campaign.summary
-        troubled = session.exec(
-            select(Delivery).where(Delivery.campaign_id == campaign_id,
-                                   col(Delivery.state).in_([DeliveryState.FAILED, DeliveryState.DEFERRED,
-                                                            DeliveryState.IN_DOUBT]))
-            .order_by(col(Delivery.id)).limit(problems)
-        ).all()
-        row["problems"] = [{"email": d.email, "state": d.state, "attempts": d.attempts,
-                            "last_reply": d.last_reply, "next_attempt_at": d.next_attempt_at}
-                           for d in troubled]
-        return row

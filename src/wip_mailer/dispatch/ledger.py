@@ -376,3 +376,10 @@ def next_retry_at(engine: Engine, campaign_id: int) -> datetime | None:
             .where(DELIVERY.c.campaign_id == campaign_id, DELIVERY.c.state == DeliveryState.DEFERRED)
         ).scalar()
     return value
+
+
+def stop_request(engine: Engine, campaign_id: int) -> str | None:
+    """``pause`` or ``cancel`` when `campaigns pause|cancel` asked the sender to stop."""
+    with engine.connect() as connection:
+        return connection.execute(
+            sa.select(CAMPAIGN.c.stop_request).where(CAMPAIGN.c.id == campaign_id)).scalar()

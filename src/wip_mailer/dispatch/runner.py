@@ -53,6 +53,7 @@ from wip_mailer.settings import Settings
 CLAIM_BATCH = 400
 FLUSH_RESULTS = 400
 FLUSH_SECONDS = 0.2
+STOP_POLL_SECONDS = 1.0  # how often the coordinator looks for `campaigns pause|cancel`
 RESEND_ON_NEW_CONNECTION = 3  # times a message is resent after a 421 or a dropped session
 CONNECT_ATTEMPTS = 4  # per thread, with 0.5, 1, 2 s pauses, before the run stops
 FAILURE_BREAKER = 50  # this many permanent failures in a row with no success: stop and pause
@@ -88,6 +89,7 @@ class _Requeue:
 class RunOutcome:
     counts: RunCounts = field(default_factory=RunCounts)
     interrupted: bool = False
+    stopped_by: str | None = None  # "pause" or "cancel": asked from another process
     error: DeliveryError | None = None
     lease_lost: bool = False
 
@@ -126,12 +128,21 @@ class Runner:
         self.batch = CLAIM_BATCH if not pacer.limited else max(
             self.connections, min(CLAIM_BATCH, int(per_second / 2)))
 
-    def interrupt(self) -> None:
-        """Stop claiming, let the messages in flight finish, hand the rest back (Ctrl-C, SIGTERM)."""
+    def interrupt(self, note: str = "Interrupted: finishing the messages in flight "
+                                     "(Ctrl-C again to stop at once) ...") -> None:
+        """Stop claiming, let the messages in flight finish, hand the rest back (Ctrl-C, SIGTERM,
+        `campaigns pause`)."""
         if not self.outcome.interrupted:
             self.outcome.interrupted = True
-            self._note("Interrupted: finishing the messages in flight (Ctrl-C again to stop at once) ...")
+            self._note(note)
         self.stop.set()
+
+    def _look_for_stop_request(self) -> None:
+        request = ledger.stop_request(self.engine, self.campaign_id)
+        if request:
+            self.outcome.stopped_by = request
+            self.interrupt(f"Asked to {request} from another process (`wip-mailer campaigns {request}`): "
+                           "finishing the messages in flight ...")
 
     # ---- coordinator --------------------------------------------------------------------
     def run(self) -> RunOutcome:
@@ -156,7 +167,7 @@ class Runner:
 
     def _loop(self) -> None:
         exhausted_at: float | None = None
-        last_flush = last_renew = time.monotonic()
+        last_flush = last_renew = last_stop_poll = time.monotonic()
         while not self.stop.is_set():
             now = time.monotonic()
             if exhausted_at is not None and now - exhausted_at > 1.0:
@@ -178,6 +189,9 @@ class Runner:
             if now - last_renew >= self.lease.renew_every or self._renew_now.is_set():
                 self._renew()
                 last_renew = now
+            if now - last_stop_poll >= STOP_POLL_SECONDS:
+                self._look_for_stop_request()
+                last_stop_poll = now
             if exhausted_at is not None and self._outstanding == 0:
                 self._flush()
                 if not self._wait_for_retries():
@@ -195,8 +209,9 @@ class Runner:
                        "(Ctrl-C pauses) ...")
             deadline = time.monotonic() + seconds
             while not self.stop.is_set() and time.monotonic() < deadline:
-                self.stop.wait(min(1.0, max(0.0, deadline - time.monotonic())))
+                self.stop.wait(min(STOP_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
                 self._renew_if_due()
+                self._look_for_stop_request()
         return True
 
     _last_wait_renew = 0.0
