@@ -17,6 +17,7 @@ import pytest
 from tests.conftest import TEST_SECRET
 from tests.dispatch_helpers import SLUG, deliveries, make_audience, make_edition, send, start_campaign
 from tests.smtp_server import SmtpTestServer
+from wip_mailer.dispatch.ledger import stop_request
 from wip_mailer.errors import StateError
 from wip_mailer.settings import Settings
 
@@ -64,12 +65,17 @@ def running(engine, settings, smtp_server, workdir):  # type: ignore[no-untyped-
 def test_pause_from_another_process_stops_the_send_within_seconds(running, smtp_server, workdir,
                                                                   engine) -> None:
     campaign_id, emails, env, sender = running
-    asked = time.monotonic()
-    paused = run(env, workdir, "campaigns", "pause", str(campaign_id))
-    assert paused.returncode == 0, paused.stderr
-    assert time.monotonic() - asked < 5
-    assert f"Campaign {campaign_id} of edition {SLUG}: paused" in paused.stdout
-    assert f"wip-mailer campaigns resume {campaign_id}" in paused.stdout
+    pausing = wip(env, workdir, "campaigns", "pause", str(campaign_id))
+    deadline = time.monotonic() + 60
+    while stop_request(engine, campaign_id) is None:  # the moment the pause is asked for
+        assert time.monotonic() < deadline and pausing.poll() is None, pausing.communicate()
+        time.sleep(0.005)
+    asked_at = time.time()
+    out, err = pausing.communicate(timeout=60)
+    assert pausing.returncode == 0, err
+    assert f"Campaign {campaign_id} of edition {SLUG}: paused" in out
+    assert f"wip-mailer campaigns resume {campaign_id}" in out
+    assert max(message.mail_at for message in smtp_server.messages) < asked_at + 5  # stopped within 5 s
     stdout, stderr = sender.communicate(timeout=30)
     assert sender.returncode == 130, stderr  # the sender reports a pause, as after Ctrl-C
     summary = json.loads(stdout)

@@ -22,6 +22,7 @@ from wip_mailer.dispatch import (
     send_edition,
 )
 from wip_mailer.dispatch.ratelimit import parse_rate
+from wip_mailer.dispatch.types import SummaryStatus
 from wip_mailer.errors import StateError
 
 
@@ -79,19 +80,19 @@ def _report(summary: CampaignSummary, as_json: bool) -> None:
                 "delivered). `wip-mailer campaigns resend-in-doubt "
                 f"{summary.campaign_id}` resends them."
             )
-        if summary.status == "paused":
+        if summary.status is SummaryStatus.PAUSED:
             click.echo(f"Resume with: wip-mailer campaigns resume {summary.campaign_id}")
-    if summary.status == "paused":
+    if summary.status is SummaryStatus.PAUSED:
         raise click.exceptions.Exit(130)
 
 
 def _sentence(summary: CampaignSummary) -> str:
-    if summary.status == "dry-run":
+    if summary.status is SummaryStatus.DRY_RUN:
         return (f"Dry run: built {summary.recipients - summary.failed} messages "
                 f"({summary.bytes_built / 1e6:.1f} MB), {summary.failed} refused; nothing was sent.")
-    if summary.status == "test":
+    if summary.status is SummaryStatus.TEST:
         return f"Test copies: {summary.sent} sent, {summary.failed} refused; no campaign was touched."
-    if summary.status == "not-confirmed":
+    if summary.status is SummaryStatus.NOT_CONFIRMED:
         return "Nothing was sent."
     return (f"Campaign {summary.campaign_id} {summary.status}: {summary.sent} sent, "
             f"{summary.deferred} deferred, {summary.failed} failed, {summary.skipped} skipped "

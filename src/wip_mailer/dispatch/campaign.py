@@ -12,7 +12,6 @@ import signal
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,51 +23,20 @@ from sqlmodel import Session, col, select
 from wip_mailer import audience
 from wip_mailer.db import session_scope, utcnow
 from wip_mailer.dispatch import ledger
-from wip_mailer.dispatch.connection import Connection, Outcome
 from wip_mailer.dispatch.journal import Journal
 from wip_mailer.dispatch.ratelimit import Pacer
 from wip_mailer.dispatch.runner import RunCounts, Runner, RunOutcome
+from wip_mailer.dispatch.trial import dry_run, send_tests
+from wip_mailer.dispatch.types import CampaignSummary, SendRequest, SummaryStatus
 from wip_mailer.editorial import get_edition, set_edition_status
 from wip_mailer.errors import DeliveryError, InvalidInputError, NotFoundError, StateError
 from wip_mailer.lease import Lease, live_holder
 from wip_mailer.models import Campaign, CampaignStatus, Edition, EditionStatus
-from wip_mailer.personalise import Addressee, MessageTemplate
+from wip_mailer.personalise import MessageTemplate
 from wip_mailer.render import RenderedEdition
 from wip_mailer.settings import Settings
 
-TEST_SUBJECT_PREFIX = "[TEST] "
 ACTIVE = (CampaignStatus.SENDING, CampaignStatus.PAUSED)
-
-
-@dataclass(frozen=True)
-class SendRequest:
-    slug: str
-    lists: tuple[str, ...]
-    segment: str | None = None
-    dry_run: bool = False
-    test_to: tuple[str, ...] = ()
-    connections: int | None = None  # None: settings.smtp_connections
-    rate_per_second: float | None = None  # None: settings.rate_per_second
-    resume: bool = False
-    resend_in_doubt: bool = False  # on resume: resend the messages left in doubt by a crash
-
-
-@dataclass
-class CampaignSummary:
-    campaign_id: int | None
-    recipients: int
-    sent: int
-    deferred: int
-    failed: int
-    skipped: int
-    in_doubt: int
-    status: str  # finished | paused | sending | dry-run | test | not-confirmed
-    queued: int = 0
-    bytes_built: int = 0  # dry run: total size of the messages built
-    notes: tuple[str, ...] = ()
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 class CampaignStopped(DeliveryError):
@@ -78,6 +46,7 @@ class CampaignStopped(DeliveryError):
         super().__init__(str(cause))
         self.campaign_id = campaign_id
         self.cause = cause
+        self.reply: str = getattr(cause, "reply", "")  # the server's reply, when it refused
         self.lease_lost = lease_lost
 
     def __str__(self) -> str:
@@ -178,7 +147,7 @@ def send_edition(engine: Engine, settings: Settings, request: SendRequest, *,
     list_names = {lst.id: lst.name for lst in lists if lst.id is not None}
 
     if request.test_to:
-        return _send_tests(settings, rendered, request.test_to, list_names)
+        return send_tests(settings, rendered, request.test_to, list_names)
 
     with session_scope(engine) as session:
         running = _active_campaign(session, edition_id)
@@ -191,9 +160,9 @@ def send_edition(engine: Engine, settings: Settings, request: SendRequest, *,
         note = " who has not already been sent this edition" if exclude else ""
         raise StateError(f"No active subscriber{note} in {', '.join(request.lists)}: nothing to send.")
     if request.dry_run:
-        return _dry_run(engine, settings, rendered, request, list_names, exclude)
+        return dry_run(engine, settings, rendered, request, list_names, exclude)
     if confirm is not None and not confirm(count):
-        return CampaignSummary(None, count, 0, 0, 0, 0, 0, "not-confirmed")
+        return CampaignSummary(None, count, 0, 0, 0, 0, 0, SummaryStatus.NOT_CONFIRMED)
 
     campaign_id = _start_campaign(engine, edition_id, request, lists, rendered, exclude)
     return _run_campaign(engine, settings, campaign_id, progress=progress)
@@ -444,65 +413,11 @@ def _done(counts: Mapping[str, int]) -> int:
     return counts["sent"] + counts["failed"] + counts["skipped"] + counts["in_doubt"]
 
 
-def _summary(campaign_id: int, counts: Mapping[str, int], status: str, notes: list[str]) -> CampaignSummary:
+def _summary(campaign_id: int, counts: Mapping[str, int], status: CampaignStatus, notes: list[str]
+             ) -> CampaignSummary:
     return CampaignSummary(
         campaign_id=campaign_id, recipients=sum(counts.values()), sent=counts["sent"],
         deferred=counts["deferred"], failed=counts["failed"], skipped=counts["skipped"],
-        in_doubt=counts["in_doubt"], status=status, queued=counts["queued"] + counts["sending"],
-        notes=tuple(notes),
+        in_doubt=counts["in_doubt"], status=SummaryStatus(status),
+        queued=counts["queued"] + counts["sending"], notes=tuple(notes),
     )
-
-
-def _dry_run(engine: Engine, settings: Settings, rendered: RenderedEdition, request: SendRequest,
-             list_names: dict[int, str], exclude: set[int]) -> CampaignSummary:
-    """Build every message exactly as a send would, send none."""
-    template = MessageTemplate(settings, rendered, campaign_id=0, list_names=list_names)
-    built = failed = total_bytes = 0
-    notes: list[str] = []
-    with session_scope(engine) as session:
-        for recipient in audience.select_recipients(session, request.lists, request.segment):
-            if recipient.subscriber_id in exclude:
-                continue
-            try:
-                message = template.build(Addressee(recipient.email, recipient.name, recipient.subscriber_id,
-                                                   recipient.list_id, recipient.subscriber_id))
-            except InvalidInputError as exc:
-                failed += 1
-                if len(notes) < 20:
-                    notes.append(f"{recipient.email}: {exc}")
-                continue
-            built += 1
-            total_bytes += len(message.smtp_data)
-    return CampaignSummary(None, built + failed, 0, 0, failed, 0, 0, "dry-run", bytes_built=total_bytes,
-                           notes=tuple(notes))
-
-
-def _send_tests(settings: Settings, rendered: RenderedEdition, addresses: tuple[str, ...],
-                list_names: dict[int, str]) -> CampaignSummary:
-    """The real message to a few addresses, "[TEST]" in the subject; no campaign, no ledger."""
-    from wip_mailer.audience.addresses import normalise_email
-    from wip_mailer.fields import check_single_line
-
-    # Every address is checked before the first goes out: one with a line break would be an
-    # SMTP command of its own.
-    addresses = tuple(normalise_email(check_single_line("--test-to address", address, show=True))
-                      for address in addresses)
-    template = MessageTemplate(settings, rendered, list_names=list_names, subject_prefix=TEST_SUBJECT_PREFIX)
-    list_id = next(iter(list_names), None)
-    connection = Connection(settings)
-    sent = failed = 0
-    notes: list[str] = []
-    try:
-        for address in addresses:
-            message = template.build(Addressee(address, "", 0, list_id))
-            result = connection.send(message)
-            if result.outcome is Outcome.RETRY:
-                result = connection.send(message)
-            if result.outcome is Outcome.ACCEPTED:
-                sent += 1
-            else:
-                failed += 1
-                notes.append(f"{address}: {result.reply}")
-    finally:
-        connection.close()
-    return CampaignSummary(None, len(addresses), sent, 0, failed, 0, 0, "test", notes=tuple(notes))

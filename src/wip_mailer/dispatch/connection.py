@@ -70,6 +70,10 @@ def _peer_spoke_or_left(client: smtplib.SMTP) -> bool:
 class SenderRefusedError(DeliveryError):
     """The server refuses the sender itself (5xx to MAIL FROM): every message would fail."""
 
+    def __init__(self, message: str, reply: str = ""):
+        super().__init__(message)
+        self.reply = reply  # the server's words, for whoever wants more than the sentence
+
 
 def _reply_text(code: int, message: bytes) -> str:
     text = message.decode("utf-8", "replace").replace("\n", " ").strip()
@@ -190,11 +194,10 @@ class Connection:
         if mail_code != OK:
             self._abort(client, replies)
             if mail_code == AUTHENTICATION_REQUIRED:
-                raise SenderRefusedError(self._session_refused(mail_reply))
+                raise SenderRefusedError(self._session_refused(mail_reply), mail_reply)
             if mail_code >= 500:
                 raise SenderRefusedError(
-                    f"The SMTP server refuses the sender {message.envelope_from}: {mail_reply}."
-                )
+                    f"The SMTP server refuses the sender {message.envelope_from}: {mail_reply}.", mail_reply)
             return SendResult(Outcome.DEFERRED, mail_reply)
         rcpt_code, rcpt_reply = replies[1] if len(replies) > 1 else (0, "")
         if rcpt_code not in (OK, WILL_FORWARD):

@@ -17,6 +17,10 @@ The document's shape, as the office writes it::
 
 Conversion from PDF leaves traces the parser repairs: a paragraph cut in two by a page
 break is joined; a description of an image becomes the item's image alt text, never body.
+
+This module is over 500 lines on purpose: it is one parser whose passes (blocks, sections,
+items, dates on title lines, repairs) share one line model, and splitting them would
+scatter the rules a reader needs side by side.
 """
 
 from __future__ import annotations
