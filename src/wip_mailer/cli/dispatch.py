@@ -176,18 +176,19 @@ def campaigns_status(app: App, campaign_id: int, as_json: bool) -> None:
 
     Example: wip-mailer campaigns status 3
     """
-    row = campaign_status(app.engine, campaign_id)
-    if as_json:
-        echo_json(row)
-        return
-    _describe(app, row)
-    for problem in row["problems"]:
-        click.echo(f"  {problem['state']:<9} {problem['email']}: {problem['last_reply']}")
+    _show(app, campaign_status(app.engine, campaign_id), as_json)
 
 
 def _local(app: App, moment: Any) -> str:
     """A time as people read it: in WIP_MAILER_TIMEZONE, with the zone."""
     return f"{moment.astimezone(app.settings.tz):%Y-%m-%d %H:%M:%S} {app.settings.timezone}"
+
+
+def _show(app: App, row: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        echo_json(row)
+    else:
+        _describe(app, row)
 
 
 def _describe(app: App, row: dict[str, Any]) -> None:
@@ -204,6 +205,8 @@ def _describe(app: App, row: dict[str, Any]) -> None:
                    f"pause it with `wip-mailer campaigns pause {row['id']}`.")
     elif row["interrupted"] or row["status"] == "paused":
         click.echo(f"  Resume it with `wip-mailer campaigns resume {row['id']}`.")
+    for problem in row.get("problems", ()):
+        click.echo(f"  {problem['state']:<9} {problem['email']}: {problem['last_reply']}")
 
 
 @campaigns.command("pause")
@@ -217,10 +220,7 @@ def campaigns_pause(app: App, campaign_id: int, as_json: bool) -> None:
     Example: wip-mailer campaigns pause 3
     """
     row = pause_campaign(app.engine, app.settings, campaign_id)
-    if as_json:
-        echo_json(row)
-        return
-    _describe(app, row)
+    _show(app, row, as_json)
 
 
 @campaigns.command("cancel")
@@ -238,10 +238,7 @@ def campaigns_cancel(app: App, campaign_id: int, yes: bool, as_json: bool) -> No
     confirm_or_abort(f"Cancel campaign {campaign_id}? {left} recipient(s) not yet sent will never get "
                      "this edition from it; this cannot be undone.", yes)
     row = cancel_campaign(app.engine, app.settings, campaign_id)
-    if as_json:
-        echo_json(row)
-        return
-    _describe(app, row)
+    _show(app, row, as_json)
 
 
 @campaigns.command("resume")
