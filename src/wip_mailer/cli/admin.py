@@ -5,13 +5,16 @@ from __future__ import annotations
 import signal
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from wip_mailer import db
 from wip_mailer.cli.common import App, pass_app
-from wip_mailer.devsmtp import CaptureServer, Received
 from wip_mailer.settings import load_settings, write_env_file
+
+if TYPE_CHECKING:
+    from wip_mailer.devsmtp import Received
 
 
 @click.command()
@@ -73,6 +76,7 @@ def dev_smtp(host: str, port: int, maildir: Path) -> None:
 
     Example: wip-mailer dev-smtp --port 1025 --maildir outbox
     """
+    from wip_mailer.devsmtp import CaptureServer  # aiosmtpd: only for this command
 
     def report(message: Received) -> None:
         click.echo(

@@ -11,7 +11,6 @@ import click
 
 from wip_mailer import db, editorial
 from wip_mailer.cli.common import App, echo_json, json_option, pass_app
-from wip_mailer.intake import import_document
 from wip_mailer.models import EditionStatus, Item, ItemStatus
 from wip_mailer.text import markdown_to_html
 
@@ -358,6 +357,8 @@ def import_command(app: App, path: Path, slug: str, force: bool, as_json: bool) 
 
     Example: wip-mailer import examples/edition-2026-11.md --edition 2026-11
     """
+    from wip_mailer.intake import import_document
+
     with db.session_scope(app.engine) as session:
         report = import_document(session, path, slug, force=force)
     if as_json:

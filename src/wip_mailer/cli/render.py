@@ -7,10 +7,9 @@ from pathlib import Path
 import click
 
 from wip_mailer import db
-from wip_mailer.archive import build_archive
 from wip_mailer.cli.common import App, echo_json, json_option, pass_app
-from wip_mailer.preflight import run_preflight
-from wip_mailer.preview import write_preview
+
+# The renderer (MJML, premailer) is imported inside each command: `--help` does not need it.
 
 
 @click.command()
@@ -30,6 +29,8 @@ def preview(app: App, slug: str, html_out: Path, text_out: Path | None,
 
     Example: wip-mailer preview 2024-01 --out preview.html --text preview.txt --screenshot phone.png
     """
+    from wip_mailer.preview import write_preview
+
     with db.session_scope(app.engine) as session:
         result = write_preview(
             session, app.settings, slug, html_out,
@@ -55,6 +56,8 @@ def check(app: App, slug: str, strict: bool, as_json: bool) -> None:
 
     Example: wip-mailer check 2024-01 --strict
     """
+    from wip_mailer.preflight import run_preflight
+
     with db.session_scope(app.engine) as session:
         report = run_preflight(session, app.settings, slug)
     if as_json:
@@ -96,6 +99,8 @@ def archive_build(app: App, out_dir: Path, include_unsent: bool) -> None:
 
     Example: wip-mailer archive build public/archive
     """
+    from wip_mailer.archive import build_archive
+
     with db.session_scope(app.engine) as session:
         written = build_archive(session, app.settings, out_dir, include_unsent=include_unsent)
     pages = [p for p in written if p.parent != out_dir]
