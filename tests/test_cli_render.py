@@ -20,6 +20,13 @@ from wip_mailer.models import Edition, EditionStatus
 ATOM = "{http://www.w3.org/2005/Atom}"
 
 
+@pytest.fixture(autouse=True)
+def _demo(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`check` judges a real send: with the template's placeholder addresses only a demo passes
+    (test_preflight_settings.py pins the refusal); these tests are about the edition."""
+    monkeypatch.setenv("WIP_MAILER_DEMO", "true")
+
+
 @pytest.fixture
 def sample(engine: Engine, seed_path: Path) -> Path:
     import_sample(engine, seed_path)

@@ -73,4 +73,4 @@ def test_main_help_lists_every_command() -> None:
 def test_the_schema_head_opened_without_alembic_is_alembics_head() -> None:
     from wip_mailer import db
 
-    assert db.SCHEMA_HEAD == db.head_revision()
+    assert db.head_revision() == db.SCHEMA_HEAD

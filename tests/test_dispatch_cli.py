@@ -20,6 +20,7 @@ def sample_audience(engine, seed_path: Path, smtp_server: SmtpTestServer,
                     monkeypatch: pytest.MonkeyPatch) -> list[str]:
     monkeypatch.setenv("WIP_MAILER_SMTP_PORT", str(smtp_server.port))
     monkeypatch.setenv("WIP_MAILER_BASE_URL", "https://news.example.org")
+    monkeypatch.setenv("WIP_MAILER_DEMO", "true")  # example.org addresses: a demo, or the send is refused
     import_sample(engine, seed_path)
     return make_audience(engine, 50, names=["Ada Rossi", "Zoë Müller"])
 

@@ -63,6 +63,7 @@ class Settings:
     scheduler_grace_seconds: int = 3600
     scheduler_poll_seconds: float = 5.0
     import_max_field_chars: int = 4096
+    demo: bool = False
 
     def __repr__(self) -> str:  # never show secrets in logs or tracebacks
         shown = {
@@ -172,6 +173,13 @@ def _label(key: str, raw: str) -> str:
     return raw
 
 
+def _bool(key: str, raw: str) -> bool:
+    value = raw.lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise _fail(key, "true or false", raw)
+    return value in ("true", "1", "yes")
+
+
 def _database_url(key: str, raw: str) -> str:
     if not raw.startswith(("sqlite:", "postgresql")):
         raise _fail(key, "a sqlite:/// or postgresql+psycopg:// URL", raw)
@@ -203,6 +211,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "SCHEDULER_POLL_SECONDS": lambda k, v: _float(k, v, 0.1),
     # csv's own limit is 131,072 characters a field: stay below it.
     "IMPORT_MAX_FIELD_CHARS": lambda k, v: _int(k, v, 64, 100_000),
+    "DEMO": _bool,
 }
 
 # Environment key (without prefix) -> Settings field, where the names differ.
@@ -260,23 +269,59 @@ def load_settings(
     return Settings(**values)
 
 
+def template_value(key: str) -> str:
+    """The value the packaged template gives ``key`` (a placeholder, for the pre-flight check)."""
+    return read_env_file(ENV_TEMPLATE).get(key, "")
+
+
 def new_secret_key() -> str:
     return secrets.token_urlsafe(48)
 
 
-def write_env_file(path: Path) -> bool:
-    """Write a `.env` from the packaged template with a fresh secret key; never overwrite."""
+DEMO_LINE = f"{PREFIX}DEMO=true\n"
+
+
+def write_env_file(path: Path, *, demo: bool = False) -> bool:
+    """Write a `.env` from the packaged template with a fresh secret key; never overwrite.
+
+    ``demo`` marks the installation as a demo (``WIP_MAILER_DEMO=true``).
+    """
     if path.exists():
         return False
     text = ENV_TEMPLATE.read_text(encoding="utf-8").replace(
         "WIP_MAILER_SECRET_KEY=\n", f"WIP_MAILER_SECRET_KEY={new_secret_key()}\n"
     )
+    if demo:
+        text = text.replace(f"{PREFIX}DEMO=false\n", DEMO_LINE)
     try:
         with path.open("x", encoding="utf-8") as handle:
             handle.write(text)
         path.chmod(0o600)  # it holds the signing secret
     except FileExistsError:
         return False
+    except OSError as exc:
+        raise SettingsError(f"Cannot write {path}: {exc.strerror}.") from None
+    return True
+
+
+def mark_env_file_demo(path: Path) -> bool:
+    """Make an existing `.env` say ``WIP_MAILER_DEMO=true``; False if it said so already.
+
+    The key's line is rewritten (or added at the end); nothing else in the file changes.
+    """
+    if read_env_file(path).get(f"{PREFIX}DEMO", "").strip().lower() in ("true", "1", "yes"):
+        return False
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = [line for line in lines if not line.startswith(f"{PREFIX}DEMO=")]
+    if len(kept) < len(lines):
+        at = next(n for n, line in enumerate(lines) if line.startswith(f"{PREFIX}DEMO="))
+        kept.insert(at, DEMO_LINE)
+    else:
+        if kept and not kept[-1].endswith("\n"):
+            kept[-1] += "\n"
+        kept.append(DEMO_LINE)
+    try:
+        path.write_text("".join(kept), encoding="utf-8")
     except OSError as exc:
         raise SettingsError(f"Cannot write {path}: {exc.strerror}.") from None
     return True

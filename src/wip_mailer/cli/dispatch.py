@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import click
@@ -21,6 +22,7 @@ from wip_mailer.dispatch import (
 )
 from wip_mailer.dispatch.ratelimit import parse_rate
 from wip_mailer.errors import StateError
+from wip_mailer.preflight import run_preflight
 
 
 class _RateColumn(ProgressColumn):
@@ -130,7 +132,10 @@ def send(app: App, slug: str, lists: tuple[str, ...], segment: str | None, dry_r
     request = SendRequest(slug=slug, lists=lists, segment=segment, dry_run=dry_run, test_to=test_to,
                           connections=connections, rate_per_second=rate, resume=resume,
                           resend_in_doubt=resend_in_doubt)
-    summary = send_edition(app.engine, app.settings, request, confirm=confirm, progress=progress)
+    # Placeholder settings block only a real send; test copies and dry runs go ahead.
+    preflight = functools.partial(run_preflight, real_send=not (dry_run or test_to))
+    summary = send_edition(app.engine, app.settings, request, confirm=confirm, progress=progress,
+                           preflight=preflight)
     _report(summary, as_json)
 
 

@@ -52,14 +52,16 @@ def preview(app: App, slug: str, html_out: Path, text_out: Path | None,
 def check(app: App, slug: str, strict: bool, as_json: bool) -> None:
     """Pre-flight check of an edition: size, template errors, items, links, images.
 
-    Blocking problems exit with status 1; warnings only with --strict.
+    It checks the edition as a real send would: placeholder settings (example.org
+    addresses, links to 127.0.0.1, the template's secret key) block it unless
+    WIP_MAILER_DEMO=true. Blocking problems exit with status 1; warnings only with --strict.
 
     Example: wip-mailer check 2024-01 --strict
     """
     from wip_mailer.preflight import run_preflight
 
     with db.session_scope(app.engine) as session:
-        report = run_preflight(session, app.settings, slug)
+        report = run_preflight(session, app.settings, slug, real_send=True)
     if as_json:
         echo_json(report.as_dict())
     else:
