@@ -6,7 +6,9 @@ This is the only module that looks at ``os.environ``. Every key is documented in
 
 from __future__ import annotations
 
+import difflib
 import io
+import logging
 import os
 import secrets
 from collections.abc import Callable, Mapping
@@ -238,16 +240,44 @@ def read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
+def known_keys() -> list[str]:
+    """Every setting's environment key, e.g. ``WIP_MAILER_FROM``."""
+    key_for_field = {name: key for key, name in _FIELD_FOR_KEY.items()}
+    return [PREFIX + key_for_field.get(f.name, f.name.upper()) for f in fields(Settings)]
+
+
+def unknown_key_warning(full_key: str, where: str) -> str:
+    """One sentence for a ``WIP_MAILER_*`` key no setting has, naming the closest known key."""
+    # Compared without the prefix every key shares, which would make any two keys look alike.
+    suffixes = [key.removeprefix(PREFIX) for key in known_keys()]
+    close = difflib.get_close_matches(full_key.removeprefix(PREFIX), suffixes, n=1, cutoff=0.6)
+    hint = f"did you mean {PREFIX}{close[0]}?" if close else "see .env.example for the settings."
+    return f"{full_key} ({where}) is not a wip-mailer setting and is ignored; {hint}"
+
+
+def _warn_in_log(message: str) -> None:
+    logging.getLogger(__name__).warning(message)
+
+
 def load_settings(
-    environ: Mapping[str, str] | None = None, env_file: Path | None = None
+    environ: Mapping[str, str] | None = None, env_file: Path | None = None,
+    warn: Callable[[str], None] = _warn_in_log,
 ) -> Settings:
-    """Build the settings from ``.env`` (if present) overlaid by the real environment."""
+    """Build the settings from ``.env`` (if present) overlaid by the real environment.
+
+    A ``WIP_MAILER_*`` key that no setting has (a typo) is passed to ``warn`` as one
+    sentence naming the closest known key; it does not stop the command.
+    """
     environ = os.environ if environ is None else environ
     env_file = Path(".env") if env_file is None else env_file
     raw: dict[str, str] = {}
+    where: dict[str, str] = {}
     if env_file.exists():
         raw.update(read_env_file(env_file))
-    raw.update({k: v for k, v in environ.items() if k.startswith(PREFIX)})
+        where.update(dict.fromkeys(raw, f"in {env_file}"))
+    from_environment = {k: v for k, v in environ.items() if k.startswith(PREFIX)}
+    raw.update(from_environment)
+    where.update(dict.fromkeys(from_environment, "in the environment"))
 
     known = {f.name for f in fields(Settings)}
     values: dict[str, Any] = {}
@@ -257,7 +287,8 @@ def load_settings(
         key = full_key[len(PREFIX):]
         name = _FIELD_FOR_KEY.get(key, key.lower())
         if name not in known:
-            continue  # tolerate keys of other versions; they are documented there
+            warn(unknown_key_warning(full_key, where[full_key]))
+            continue
         text = text.strip()
         if text == "" and key not in ("SMTP_USER", "SMTP_PASSWORD"):
             continue  # empty means "use the default"

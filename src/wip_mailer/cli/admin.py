@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from wip_mailer import db
-from wip_mailer.cli.common import App, pass_app
+from wip_mailer.cli.common import App, pass_app, warn
 from wip_mailer.settings import load_settings, mark_env_file_demo, write_env_file
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ def init(app: App, demo: bool) -> None:
         click.echo(f"Kept the existing {env_path}.")
         if demo and mark_env_file_demo(env_path):
             click.echo(f"Set WIP_MAILER_DEMO=true in {env_path}: a demo installation.")
-    settings = load_settings()  # re-read: the file just written is now part of them
+    settings = load_settings(warn=warn)  # re-read: the file just written is now part of them
     engine = db.create_database(settings.database_url)
     revision = db.current_revision(engine)
     where = db.sqlite_path(settings.database_url) or "the PostgreSQL database"

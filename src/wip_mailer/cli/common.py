@@ -36,7 +36,7 @@ class App:
     def settings(self) -> Settings:
         from wip_mailer.settings import load_settings
 
-        return load_settings()
+        return load_settings(warn=warn)
 
     @property
     def engine(self) -> Engine:
@@ -161,6 +161,11 @@ def _debug(ctx: click.Context) -> bool:
     root = ctx.find_root()
     app = root.obj if isinstance(root.obj, App) else None
     return bool(app and app.debug)
+
+
+def warn(message: str) -> None:
+    """A warning on stderr, one line: the command goes on."""
+    click.echo(f"Warning: {message}", err=True)
 
 
 def json_default(value: Any) -> Any:
