@@ -20,9 +20,11 @@ COMMANDS: dict[str, LazyCommand] = {
     "db": LazyCommand("admin", "db_group", "Database maintenance."),
     "dev-smtp": LazyCommand("admin", "dev_smtp", "Run an SMTP server that keeps every message in a "
                             "Maildir (for trying things out)."),
-    "editions": LazyCommand("editorial", "editions_group", "Create and inspect editions."),
-    "items": LazyCommand("editorial", "items_group", "Add, edit, order and approve an edition's "
-                         "items."),
+    "editions": LazyCommand("editorial", "editions_group", "Create, edit, delete and inspect editions."),
+    "items": LazyCommand("editorial", "items_group", "Add, edit, order, approve and delete an "
+                         "edition's items."),
+    "sections": LazyCommand("editorial", "sections_group", "An edition's sections: list, add, rename, "
+                            "remove."),
     "import": LazyCommand("editorial", "import_command", "Turn a newsletter document (Markdown) into "
                           "draft items of an existing edition."),
     "preview": LazyCommand("render", "preview", "Write an edition as a subscriber would see it (with "
