@@ -99,7 +99,8 @@ def subscribers_show(app: App, email: str, as_json: bool) -> None:
     for key, value in info.items():
         if key == "memberships":
             for m in value:
-                click.echo(f"list {m['list']}: {m['status']} (since {m['subscribed_at']:%Y-%m-%d})")
+                since = m["subscribed_at"].astimezone(app.settings.tz)
+                click.echo(f"list {m['list']}: {m['status']} (since {since:%Y-%m-%d})")
         elif value not in (None, "", [], {}):
             click.echo(f"{key}: {', '.join(value) if isinstance(value, list) else value}")
 

@@ -21,6 +21,7 @@ from wip_mailer.dispatch import (
 )
 from wip_mailer.dispatch.ratelimit import parse_rate
 from wip_mailer.errors import StateError
+from wip_mailer.localtime import format_local
 from wip_mailer.preflight import KIB, PreflightReport, run_preflight
 
 if TYPE_CHECKING:
@@ -217,7 +218,8 @@ def campaigns_status(app: App, campaign_id: int, as_json: bool) -> None:
                f"{row['recipients']} recipients ({', '.join(row['lists'])}).")
     click.echo("  " + ", ".join(f"{number} {state.replace('_', ' ')}" for state, number in counts.items()))
     if row["sender"]:
-        click.echo(f"  Being sent by {row['sender']} (lease until {row['sender_lease_until']:%H:%M:%S}).")
+        until = format_local(row["sender_lease_until"], app.settings.tz)
+        click.echo(f"  Being sent by {row['sender']} (lease until {until}).")
     for problem in row["problems"]:
         click.echo(f"  {problem['state']:<9} {problem['email']}: {problem['last_reply']}")
 
