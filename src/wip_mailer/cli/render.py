@@ -92,7 +92,8 @@ def archive_group() -> None:
 
 @archive_group.command("build")
 @click.argument("out_dir", metavar="DIR", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--include-unsent", is_flag=True, help="Also list editions not sent yet (for a preview).")
+@click.option("--include-unsent", is_flag=True,
+              help="Also list editions not sent yet, each page marked as a draft (for a preview).")
 @pass_app
 def archive_build(app: App, out_dir: Path, include_unsent: bool) -> None:
     """Write the archive: index.html, one DIR/<slug>/index.html per edition, feed.xml.
@@ -104,6 +105,9 @@ def archive_build(app: App, out_dir: Path, include_unsent: bool) -> None:
     from wip_mailer.archive import build_archive
 
     with db.session_scope(app.engine) as session:
-        written = build_archive(session, app.settings, out_dir, include_unsent=include_unsent)
-    pages = [p for p in written if p.parent != out_dir]
+        build = build_archive(session, app.settings, out_dir, include_unsent=include_unsent)
+    pages = [p for p in build.written if p.parent != out_dir]
     click.echo(f"Wrote {len(pages)} edition page(s), index.html and feed.xml in {out_dir}.")
+    if build.removed:
+        click.echo(f"Removed the pages of {len(build.removed)} edition(s) no longer published: "
+                   f"{', '.join(build.removed)}.")
