@@ -17,7 +17,7 @@ mkdir -p "$DEMO"
 cd "$DEMO"
 rm -rf wip-mailer.db wip-mailer.db-wal wip-mailer.db-shm outbox archive preview.html preview.txt
 step "wip-mailer init"
-"$WIP" init
+"$WIP" init --demo
 
 # The embedded SMTP server, on 1025 unless that port is taken.
 PORT="$("$ROOT/.venv/bin/python" - <<'PY'

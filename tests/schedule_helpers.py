@@ -140,6 +140,7 @@ def process_env(settings: Settings, smtp_port: int, **extra: str) -> dict[str, s
         "WIP_MAILER_SMTP_HOST": "127.0.0.1",
         "WIP_MAILER_SMTP_PORT": str(smtp_port),
         "WIP_MAILER_SCHEDULER_POLL_SECONDS": "0.2",
+        "WIP_MAILER_DEMO": "true",  # the template's example.org sender: a demo, or sends are refused
         "PYTHONUNBUFFERED": "1",
     })
     env.update({f"WIP_MAILER_{k.upper()}": v for k, v in extra.items()})

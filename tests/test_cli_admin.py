@@ -6,6 +6,8 @@ import time
 from email.message import EmailMessage
 from pathlib import Path
 
+import click
+
 from tests.smtp_server import free_port
 from wip_mailer import __version__
 from wip_mailer.cli import main
@@ -79,9 +81,11 @@ def test_unknown_command_and_option(cli) -> None:
 
 
 def _all_commands(group, prefix=()):
-    for name, command in group.commands.items():
+    context = click.Context(group)  # list_commands/get_command: the top level loads lazily
+    for name in group.list_commands(context):
+        command = group.get_command(context, name)
         yield (*prefix, name), command
-        if hasattr(command, "commands"):
+        if isinstance(command, click.Group):
             yield from _all_commands(command, (*prefix, name))
 
 

@@ -20,6 +20,13 @@ from wip_mailer.models import Edition, EditionStatus
 ATOM = "{http://www.w3.org/2005/Atom}"
 
 
+@pytest.fixture(autouse=True)
+def _demo(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`check` judges a real send: with the template's placeholder addresses only a demo passes
+    (test_preflight_settings.py pins the refusal); these tests are about the edition."""
+    monkeypatch.setenv("WIP_MAILER_DEMO", "true")
+
+
 @pytest.fixture
 def sample(engine: Engine, seed_path: Path) -> Path:
     import_sample(engine, seed_path)
@@ -124,6 +131,36 @@ def test_archive_lists_sent_editions_newest_first(
 
     preview = cli("archive", "build", "all", "--include-unsent")
     assert preview.exit_code == 0 and "Wrote 3 edition page(s)" in preview.output
+
+
+def test_archive_marks_unsent_editions_as_drafts_and_drops_pages_no_longer_published(
+    cli, engine: Engine, seed_path: Path, workdir: Path
+) -> None:
+    import_sample(engine, seed_path, "2024-01")
+    import_sample(engine, seed_path, "2024-05")  # a draft
+    mark_sent(engine, "2024-01", datetime(2024, 2, 5, 9, 0, tzinfo=UTC))
+    site = workdir / "site"
+    (site / "assets").mkdir(parents=True)
+    (site / "assets" / "logo.png").write_bytes(b"png")  # not the archive's: never touched
+    preview = cli("archive", "build", "site", "--include-unsent")
+    assert preview.exit_code == 0, preview.stderr
+    draft = (site / "2024-05" / "index.html").read_text(encoding="utf-8")
+    assert "Bozza: questo numero non è ancora stato inviato." in draft
+    assert '<meta name="robots" content="noindex">' in draft
+    assert draft.index("Bozza:") > draft.index("<body")
+    sent = (site / "2024-01" / "index.html").read_text(encoding="utf-8")
+    assert "Bozza:" not in sent and "noindex" not in sent
+
+    published = cli("archive", "build", "site")
+    assert published.output == (
+        "Wrote 1 edition page(s), index.html and feed.xml in site.\n"
+        "Removed the pages of 1 edition(s) no longer published: 2024-05.\n")
+    assert not (site / "2024-05").exists() and (site / "2024-01" / "index.html").exists()
+    assert (site / "assets" / "logo.png").read_bytes() == b"png"
+    with db.session_scope(engine) as session:  # an edition deleted from the database
+        editorial.delete_edition(session, "2024-05")
+    again = cli("archive", "build", "site")
+    assert "Removed" not in again.output
 
 
 def test_empty_archive_says_so(cli, engine: Engine, workdir: Path) -> None:

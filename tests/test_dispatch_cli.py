@@ -20,6 +20,7 @@ def sample_audience(engine, seed_path: Path, smtp_server: SmtpTestServer,
                     monkeypatch: pytest.MonkeyPatch) -> list[str]:
     monkeypatch.setenv("WIP_MAILER_SMTP_PORT", str(smtp_server.port))
     monkeypatch.setenv("WIP_MAILER_BASE_URL", "https://news.example.org")
+    monkeypatch.setenv("WIP_MAILER_DEMO", "true")  # example.org addresses: a demo, or the send is refused
     import_sample(engine, seed_path)
     return make_audience(engine, 50, names=["Ada Rossi", "Zoë Müller"])
 
@@ -57,6 +58,22 @@ def test_send_asks_before_sending(cli, sample_audience, smtp_server) -> None:
     assert result.exit_code == 2
     assert "Send edition 2024-01 to 50 recipients? Pass --yes to confirm" in result.stderr
     assert smtp_server.messages == []
+
+
+def test_the_confirmation_says_what_goes_out_from_whom_to_whom(cli, sample_audience, smtp_server) -> None:
+    result = cli("send", SLUG, "--list", "main", "--segment", "language=it")
+    assert result.exit_code == 2 and smtp_server.messages == []
+    lines = result.stderr.splitlines()
+    summary = lines[lines.index(f"Edition:    {SLUG}"):]
+    assert summary[1].startswith("Subject:    Work in Progress")
+    assert summary[2] == "From:       Work in Progress <newsletter@example.org>"
+    assert summary[3] == "Lists:      main (segment: language=it)"
+    recipients = int(summary[4].removeprefix("Recipients: "))
+    assert 0 < recipients <= 50
+    assert summary[5].startswith("Message:    ") and " KiB each (HTML " in summary[5]
+    warnings = sum(1 for line in lines if line.startswith("Warning: "))
+    assert warnings > 0 and summary[6] == f"Pre-flight: {warnings} warning(s)"
+    assert f"Send edition {SLUG} to {recipients} recipients? Pass --yes" in result.stderr
 
 
 def test_dry_run_and_test_copies_from_the_command_line(cli, sample_audience, smtp_server) -> None:

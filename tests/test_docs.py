@@ -14,12 +14,15 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def command_paths(command: click.Command, path: tuple[str, ...] = ("wip-mailer",)) -> list[str]:
-    """`wip-mailer group command` for every command the CLI has, walking groups recursively."""
+    """`wip-mailer group command` for every command the CLI has, walking groups recursively
+    (through list_commands/get_command: the top-level group loads its commands lazily)."""
     if not isinstance(command, click.Group):
         return [" ".join(path)]
     found = []
-    for name, sub in sorted(command.commands.items()):
-        if not sub.hidden:
+    context = click.Context(command)
+    for name in sorted(command.list_commands(context)):
+        sub = command.get_command(context, name)
+        if sub is not None and not sub.hidden:
             found += command_paths(sub, (*path, name))
     return found
 

@@ -34,6 +34,7 @@ def ready(cli, engine, smtp_server: SmtpTestServer, monkeypatch: pytest.MonkeyPa
     """An edition with one approved item that passes the check, sending to the test server."""
     monkeypatch.setenv("WIP_MAILER_SMTP_PORT", str(smtp_server.port))
     monkeypatch.setenv("WIP_MAILER_BASE_URL", "https://news.example.org")
+    monkeypatch.setenv("WIP_MAILER_DEMO", "true")  # example.org addresses: a demo, or the send is refused
     for args in (("editions", "create", SLUG, "--title", "Dicembre 2026"),
                  ("items", "add", "--edition", SLUG, "--title", "Mostra", "--body", "Una mostra."),
                  ("items", "approve", "--edition", SLUG, "--all")):

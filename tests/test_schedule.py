@@ -404,6 +404,7 @@ def test_cli_recurring_reminder_shows_its_next_time(engine, cli) -> None:
 def test_a_scheduled_check_runs_the_real_preflight(engine, settings) -> None:
     from tests.schedule_helpers import approve_an_item
 
+    settings = dataclasses.replace(settings, demo=True)  # the template's example.org sender
     make_edition(engine)
     blocked = core.add_schedule(engine, settings, core.ScheduleRequest(
         "2024-03", kind="check", at=in_seconds(3600)))
@@ -422,3 +423,16 @@ def test_a_scheduled_check_runs_the_real_preflight(engine, settings) -> None:
     assert done.status == "done"
     assert done.message.startswith("done: check passed with ")
     assert edition_status(engine) == "ready"  # a check never changes the edition
+
+
+def test_a_scheduled_check_judges_a_real_send_and_names_placeholder_settings(engine, settings) -> None:
+    from tests.schedule_helpers import approve_an_item
+
+    make_edition(engine)
+    approve_an_item(engine)
+    job = core.add_schedule(engine, settings, core.ScheduleRequest("2024-03", kind="check",
+                                                                   at=in_seconds(3600)))
+    core.SchedulerService(engine, settings).run_job(job.id)
+    failed = row(engine, job.id)
+    assert failed.status == "failed"
+    assert "WIP_MAILER_FROM uses the placeholder domain example.org" in failed.message

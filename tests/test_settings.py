@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from wip_mailer.errors import SettingsError
-from wip_mailer.settings import ENV_TEMPLATE, load_settings, read_env_file, write_env_file
+from wip_mailer.settings import ENV_TEMPLATE, known_keys, load_settings, read_env_file, write_env_file
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -107,3 +107,33 @@ def test_written_env_file_has_a_fresh_secret_and_is_private(tmp_path: Path) -> N
     assert env.stat().st_mode & 0o077 == 0
     assert write_env_file(env) is False  # never overwritten
     assert read_env_file(env)["WIP_MAILER_SECRET_KEY"] == first
+
+
+def test_an_unknown_key_is_a_warning_naming_the_closest_known_key(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("WIP_MAILER_SMTP_PASWORD=secret\nWIP_MAILER_SECRET_KEY=" + "k" * 40 + "\n")
+    said: list[str] = []
+    settings = load_settings({"WIP_MAILER_TIMEZOME": "Europe/Paris", "WIP_MAILER_ZZZ": "1",
+                              "OTHER_SMTP_PASWORD": "x"}, env_file, warn=said.append)
+    assert said == [
+        f"WIP_MAILER_SMTP_PASWORD (in {env_file}) is not a wip-mailer setting and is ignored; "
+        "did you mean WIP_MAILER_SMTP_PASSWORD?",
+        "WIP_MAILER_TIMEZOME (in the environment) is not a wip-mailer setting and is ignored; "
+        "did you mean WIP_MAILER_TIMEZONE?",
+        "WIP_MAILER_ZZZ (in the environment) is not a wip-mailer setting and is ignored; "
+        "see .env.example for the settings.",
+    ]
+    assert settings.smtp_password == "" and settings.timezone == "Europe/Rome"  # nothing guessed
+
+
+def test_every_known_key_is_in_the_template() -> None:
+    template = read_env_file(ENV_TEMPLATE)
+    assert sorted(known_keys()) == sorted(template)
+
+
+def test_the_command_line_shows_an_unknown_key_as_one_warning_line(cli, engine, monkeypatch) -> None:
+    monkeypatch.setenv("WIP_MAILER_SMTP_PASWORD", "secret")
+    result = cli("lists", "list")
+    assert result.exit_code == 0
+    assert result.stderr == ("Warning: WIP_MAILER_SMTP_PASWORD (in the environment) is not a wip-mailer "
+                             "setting and is ignored; did you mean WIP_MAILER_SMTP_PASSWORD?\n")

@@ -20,6 +20,7 @@ SLUG = "2026-12"
 def stuck(cli, engine, smtp_server: SmtpTestServer, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """A send that failed because the mail server could not be reached: nothing was sent."""
     monkeypatch.setenv("WIP_MAILER_BASE_URL", "https://news.example.org")
+    monkeypatch.setenv("WIP_MAILER_DEMO", "true")  # example.org addresses: a demo, or the send is refused
     for args in (("editions", "create", SLUG, "--title", "Dicembre 2026"),
                  ("items", "add", "--edition", SLUG, "--title", "Mostra", "--body", "Una mostra."),
                  ("items", "approve", "--edition", SLUG, "--all")):

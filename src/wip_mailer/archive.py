@@ -2,11 +2,14 @@
 
 Serve ``DIR`` at ``settings.archive_url``: the email's "view in browser" link points to
 ``{archive_url}/{slug}/``, which is ``DIR/<slug>/index.html``. Edition pages are the email
-rendered without personal links.
+rendered without personal links; an edition not sent (``include_unsent``) is marked as a
+draft on its page. A build removes the pages an earlier build wrote for editions no longer
+published (the list is kept in ``DIR/.wip-mailer-archive``; other files are never touched).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
@@ -27,6 +30,7 @@ from wip_mailer.render import LABELS_FILE, render_edition, view_online_url
 from wip_mailer.settings import Settings
 from wip_mailer.templating import environment, load_labels, render_template
 
+MANIFEST = ".wip-mailer-archive"  # the slugs whose pages the last build wrote, one a line
 INDEX_TEMPLATE = "archive/index.html.j2"
 FEED_TEMPLATE = "archive/feed.xml.j2"
 _SAFE_SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -45,10 +49,16 @@ class ArchiveEntry:
     summary_html: str
 
 
+@dataclass(frozen=True)
+class ArchiveBuild:
+    written: list[Path]  # the edition pages, index.html and feed.xml
+    removed: list[str]  # slugs whose pages were removed: no longer published
+
+
 def build_archive(
     session: Session, settings: Settings, out_dir: Path, *, include_unsent: bool = False
-) -> list[Path]:
-    """Write the archive of sent editions (newest first) into ``out_dir``; returns the files."""
+) -> ArchiveBuild:
+    """Write the archive of sent editions (newest first) into ``out_dir``."""
     query = select(Edition)
     if not include_unsent:
         query = query.where(col(Edition.status) == EditionStatus.SENT)
@@ -71,8 +81,12 @@ def build_archive(
             )
         context = assemble_edition(session, edition.slug)
         rendered = render_edition(context, settings, personal=False)
+        html = rendered.html
+        if edition.status != EditionStatus.SENT:
+            draft_labels, _ = load_labels(settings, LABELS_FILE, rendered.language)
+            html = _marked_as_draft(html, draft_labels["archive_draft"])
         page = out_dir / edition.slug / "index.html"
-        _write(page, rendered.html)
+        _write(page, html)
         written.append(page)
         entries.append(_entry(context, edition, settings, language))
 
@@ -90,7 +104,46 @@ def build_archive(
         path = out_dir / target
         _write(path, render_template(env, name, values))
         written.append(path)
-    return written
+    removed = _remove_unpublished(out_dir, [e.slug for e in editions])
+    return ArchiveBuild(written, removed)
+
+
+_BODY = re.compile(r"<body\b[^>]*>", re.I)
+_HEAD_END = re.compile(r"</head>", re.I)
+
+
+def _marked_as_draft(html: str, text: str) -> str:
+    """The page with a banner saying it is a draft, and kept out of search engines."""
+    banner = ('<div role="note" style="background:#fff3cd;color:#5c4400;border-bottom:2px solid #e0b100;'
+              'font:bold 16px/1.4 Helvetica,Arial,sans-serif;padding:12px 16px;text-align:center">'
+              f"{escape(text)}</div>")
+    html = _HEAD_END.sub(lambda m: '<meta name="robots" content="noindex">' + m.group(), html, count=1)
+    body = _BODY.search(html)
+    if body is None:
+        return banner + html
+    return html[:body.end()] + banner + html[body.end():]
+
+
+def _remove_unpublished(out_dir: Path, slugs: list[str]) -> list[str]:
+    """Remove the pages the previous build wrote for editions not in ``slugs``; record ``slugs``."""
+    manifest = out_dir / MANIFEST
+    try:
+        before = manifest.read_text(encoding="utf-8").split()
+    except FileNotFoundError:
+        before = []
+    except OSError as exc:
+        raise InvalidInputError(f"Cannot read {manifest}: {exc.strerror}.") from None
+    removed = []
+    for slug in before:
+        if slug in slugs or not _SAFE_SLUG.match(slug):
+            continue
+        page = out_dir / slug / "index.html"
+        page.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a folder holding other files stays
+            page.parent.rmdir()
+        removed.append(slug)
+    _write(manifest, "".join(f"{slug}\n" for slug in slugs))
+    return removed
 
 
 def _entry(context: EditionContext, edition: Edition, settings: Settings, language: str) -> ArchiveEntry:

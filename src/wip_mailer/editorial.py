@@ -7,6 +7,7 @@ without a position goes in by its start date.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +21,16 @@ from sqlmodel import Session, col, select
 from wip_mailer.db import utcnow
 from wip_mailer.errors import InvalidInputError, NotFoundError, StateError
 from wip_mailer.fields import check_image_url, check_single_line
-from wip_mailer.models import Edition, EditionStatus, Item, ItemStatus, Section
+from wip_mailer.models import (
+    Campaign,
+    Edition,
+    EditionStatus,
+    Item,
+    ItemStatus,
+    ScheduledJob,
+    ScheduleStatus,
+    Section,
+)
 from wip_mailer.text.dates import DateSpan, parse_date_label
 from wip_mailer.text.markdown import extract_links
 
@@ -96,6 +106,64 @@ def create_edition(
         session.add(Section(edition_id=_id(edition), name=name, position=position))
     session.flush()
     return edition
+
+
+_LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
+
+
+def edit_edition(session: Session, slug: str, *, title: str | None = None, subject: str | None = None,
+                 language: str | None = None, period_start: date | None = None,
+                 period_end: date | None = None) -> Edition:
+    """Change an edition's title, subject ("" = derived from the title), language or period.
+
+    A new period re-reads the items' date labels within it. Sending or sent editions are final.
+    """
+    edition = get_edition(session, slug)
+    check_editable(edition)
+    if title is not None:
+        if not title.strip():
+            raise InvalidInputError("The edition title must not be empty.")
+        edition.title = check_single_line("edition title", title, show=True).strip()
+    if subject is not None:
+        edition.subject = check_single_line("subject", subject, show=True).strip() or None
+    if language is not None:
+        if not _LANGUAGE.match(language.strip()):
+            raise InvalidInputError(f"The language {language!r} is not a language code such as it or en.")
+        edition.language = language.strip()
+    start = period_start or edition.period_start
+    end = period_end or edition.period_end
+    if start and end and end < start:
+        raise InvalidInputError(f"The period ends ({end}) before it starts ({start}).")
+    edition.period_start, edition.period_end = start, end
+    edition.updated_at = utcnow()
+    session.add(edition)
+    if period_start or period_end:
+        for item in session.exec(select(Item).where(Item.edition_id == _id(edition))):
+            apply_content(item, edition)  # the labels are read again within the new period
+            session.add(item)
+    session.flush()
+    return edition
+
+
+def delete_edition(session: Session, slug: str) -> int:
+    """Delete a draft edition with its sections and items; returns how many items went."""
+    edition = get_edition(session, slug)
+    if edition.status != EditionStatus.DRAFT:
+        raise StateError(f"Edition '{slug}' is {edition.status}: only a draft edition can be deleted.")
+    if session.exec(select(Campaign.id).where(Campaign.edition_id == _id(edition))).first() is not None:
+        raise StateError(f"Edition '{slug}' has campaigns on record (`wip-mailer campaigns list`), "
+                         "so it is kept.")
+    pending = session.exec(select(ScheduledJob.id).where(
+        ScheduledJob.edition_id == _id(edition), ScheduledJob.status == ScheduleStatus.SCHEDULED)).all()
+    if pending:
+        raise StateError(f"Edition '{slug}' has scheduled job(s) {', '.join(f'#{n}' for n in pending)}: "
+                         "cancel them first with `wip-mailer schedule cancel ID`.")
+    items = session.execute(sa.delete(Item).where(col(Item.edition_id) == _id(edition)))
+    session.execute(sa.delete(ScheduledJob).where(col(ScheduledJob.edition_id) == _id(edition)))
+    session.execute(sa.delete(Section).where(col(Section.edition_id) == _id(edition)))
+    session.delete(edition)
+    session.flush()
+    return int(getattr(items, "rowcount", 0) or 0)
 
 
 def set_edition_status(session: Session, edition: Edition, status: str, *,
@@ -192,6 +260,23 @@ def ensure_section(session: Session, edition: Edition, name: str, *, after: str 
         session.add(each)
     session.flush()
     return section
+
+
+def require_section(session: Session, edition: Edition, name: str) -> Section:
+    """The section called ``name`` (any case), or an error naming the edition's sections."""
+    sections = sections_of(session, edition)
+    found = find_section(sections, name)
+    if found is not None:
+        return found
+    names = [s.name for s in sections]
+    by_key = {n.casefold(): n for n in names}
+    close = difflib.get_close_matches(name.strip().casefold(), list(by_key), n=1, cutoff=0.6)
+    hint = f" (did you mean '{by_key[close[0]]}'?)" if close else ""
+    listed = ", ".join(names) if names else "none yet"
+    raise InvalidInputError(
+        f"Edition '{edition.slug}' has no section '{name.strip()}'{hint}; its sections are: {listed} "
+        f"(add one with `wip-mailer sections add --edition {edition.slug} NAME`)."
+    )
 
 
 # --- items -------------------------------------------------------------------------------
@@ -298,13 +383,15 @@ def add_item(
     position: int | None = None,
     image_url: str | None = None,
     image_alt: str | None = None,
+    new_section: bool = True,
 ) -> ItemChange:
-    """A new draft item; without a position it goes in by its start date."""
+    """A new draft item; without a position it goes in by its start date. An unknown
+    ``section`` is created at the end, or with ``new_section=False`` refused."""
     edition = get_edition(session, slug)
     check_editable(edition)
     if position is not None and position < 1:
         raise InvalidInputError("A position counts from 1.")
-    target = ensure_section(session, edition, section)
+    target = (ensure_section if new_section else require_section)(session, edition, section)
     item = Item(edition_id=_id(edition), section_id=_id(target), title="")
     warnings = apply_content(item, edition, title=title, date_label=date_label or "", body_md=body_md,
                              image_url=image_url or "", image_alt=image_alt or "")
@@ -340,6 +427,15 @@ def edit_item(
     session.add(item)
     session.flush()
     return ItemChange(item, warnings)
+
+
+def delete_item(session: Session, item_id: int) -> Item:
+    """Delete an item of an edition that is not being sent or sent; returns it as it was."""
+    item = get_item(session, item_id)
+    check_editable(edition_of(session, item))
+    session.delete(item)
+    session.flush()
+    return item
 
 
 def _content(item: Item) -> tuple[object, ...]:

@@ -3,13 +3,19 @@
 Blocking problems stop a send (dispatch and the scheduler call ``run_preflight`` first);
 warnings are listed for the editor. A caller that passes the check can send
 ``report.rendered``, the exact HTML that was checked.
+
+A real send (not test copies, not a dry run) is also refused while the settings are still
+the template's placeholders (``placeholder_problems``), unless they mark a demo.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
+from email.utils import parseaddr
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlmodel import Session
 
@@ -17,7 +23,7 @@ from wip_mailer.assemble import EditionContext, ItemContext, assemble_edition
 from wip_mailer.errors import StateError, TemplateRenderError
 from wip_mailer.fields import control_character, image_url_problem
 from wip_mailer.render import UNSUBSCRIBE_URL_PLACEHOLDER, RenderedEdition, render_edition
-from wip_mailer.settings import Settings
+from wip_mailer.settings import PREFIX, Settings, template_value
 from wip_mailer.text.markdown import dropped_links
 
 KIB = 1024
@@ -55,17 +61,69 @@ class PreflightReport:
         }
 
 
-def run_preflight(session: Session, settings: Settings, slug: str) -> PreflightReport:
+def run_preflight(session: Session, settings: Settings, slug: str, *,
+                  real_send: bool = False) -> PreflightReport:
     """Assemble and render the edition ``slug``, then check it (see ``check_context``).
 
-    An edition the assembler refuses (no approved items) is a blocking problem in the
-    report; an unknown slug raises NotFoundError.
+    With ``real_send`` (the edition going to its subscribers, not test copies or a dry
+    run) placeholder settings are blocking problems too. An edition the assembler refuses
+    (no approved items) is a blocking problem in the report; an unknown slug raises
+    NotFoundError.
     """
     try:
         context = assemble_edition(session, slug)
     except StateError as exc:
-        return PreflightReport(slug=slug, blocking=[str(exc)])
-    return check_context(context, settings)
+        report = PreflightReport(slug=slug, blocking=[str(exc)])
+    else:
+        report = check_context(context, settings)
+    if real_send:
+        report.blocking.extend(placeholder_problems(settings))
+    return report
+
+
+# Names reserved for documentation and tests (RFC 2606, RFC 6761): never a real recipient's.
+_RESERVED_TOP_LEVEL = frozenset({"example", "test", "invalid", "localhost"})
+
+
+def _placeholder_host(host: str) -> str | None:
+    """Why ``host`` cannot be what subscribers reach (a loopback or example name), or None."""
+    host = host.lower().rstrip(".")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        labels = host.split(".")
+        if labels[-1] in _RESERVED_TOP_LEVEL or (len(labels) >= 2 and labels[-2] == "example"):
+            return "a placeholder name reserved for examples"
+        return None
+    if address.is_loopback or address.is_unspecified:
+        return "an address of this machine, which subscribers cannot reach"
+    return None
+
+
+def placeholder_problems(settings: Settings) -> list[str]:
+    """What a real send must not go out with: the template's placeholders, one sentence each
+    naming the setting to change. Nothing for a demo (``WIP_MAILER_DEMO=true``).
+
+    The SMTP host is not looked at: a relay on 127.0.0.1:25 is normal in production.
+    """
+    if settings.demo:
+        return []
+    problems = []
+    for key, url in (("BASE_URL", settings.base_url), ("ARCHIVE_URL", settings.archive_url)):
+        why = _placeholder_host(urlsplit(url).hostname or "")
+        if why:
+            problems.append(f"{PREFIX}{key} is {url}, {why}: set it to the public https:// address "
+                            "subscribers' links will open (or WIP_MAILER_DEMO=true for a demo).")
+    bounce = parseaddr(settings.bounce_address)[1]
+    for key, address in (("FROM", settings.sender_address), ("BOUNCE_ADDRESS", bounce)):
+        domain = address.rpartition("@")[2]
+        if address and _placeholder_host(domain):
+            problems.append(f"{PREFIX}{key} uses the placeholder domain {domain}: set it to the "
+                            "newsletter's own address (or WIP_MAILER_DEMO=true for a demo).")
+    if settings.secret_key in ("", template_value(f"{PREFIX}SECRET_KEY")):
+        problems.append(f"{PREFIX}SECRET_KEY is the template's: run `wip-mailer init` in a new folder "
+                        "or set it to a random string of at least 32 characters.")
+    return problems
 
 
 def check_context(context: EditionContext, settings: Settings) -> PreflightReport:

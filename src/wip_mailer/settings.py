@@ -6,7 +6,9 @@ This is the only module that looks at ``os.environ``. Every key is documented in
 
 from __future__ import annotations
 
+import difflib
 import io
+import logging
 import os
 import secrets
 from collections.abc import Callable, Mapping
@@ -63,6 +65,7 @@ class Settings:
     scheduler_grace_seconds: int = 3600
     scheduler_poll_seconds: float = 5.0
     import_max_field_chars: int = 4096
+    demo: bool = False
 
     def __repr__(self) -> str:  # never show secrets in logs or tracebacks
         shown = {
@@ -172,6 +175,13 @@ def _label(key: str, raw: str) -> str:
     return raw
 
 
+def _bool(key: str, raw: str) -> bool:
+    value = raw.lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise _fail(key, "true or false", raw)
+    return value in ("true", "1", "yes")
+
+
 def _database_url(key: str, raw: str) -> str:
     if not raw.startswith(("sqlite:", "postgresql")):
         raise _fail(key, "a sqlite:/// or postgresql+psycopg:// URL", raw)
@@ -203,6 +213,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "SCHEDULER_POLL_SECONDS": lambda k, v: _float(k, v, 0.1),
     # csv's own limit is 131,072 characters a field: stay below it.
     "IMPORT_MAX_FIELD_CHARS": lambda k, v: _int(k, v, 64, 100_000),
+    "DEMO": _bool,
 }
 
 # Environment key (without prefix) -> Settings field, where the names differ.
@@ -229,16 +240,44 @@ def read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
+def known_keys() -> list[str]:
+    """Every setting's environment key, e.g. ``WIP_MAILER_FROM``."""
+    key_for_field = {name: key for key, name in _FIELD_FOR_KEY.items()}
+    return [PREFIX + key_for_field.get(f.name, f.name.upper()) for f in fields(Settings)]
+
+
+def unknown_key_warning(full_key: str, where: str) -> str:
+    """One sentence for a ``WIP_MAILER_*`` key no setting has, naming the closest known key."""
+    # Compared without the prefix every key shares, which would make any two keys look alike.
+    suffixes = [key.removeprefix(PREFIX) for key in known_keys()]
+    close = difflib.get_close_matches(full_key.removeprefix(PREFIX), suffixes, n=1, cutoff=0.6)
+    hint = f"did you mean {PREFIX}{close[0]}?" if close else "see .env.example for the settings."
+    return f"{full_key} ({where}) is not a wip-mailer setting and is ignored; {hint}"
+
+
+def _warn_in_log(message: str) -> None:
+    logging.getLogger(__name__).warning(message)
+
+
 def load_settings(
-    environ: Mapping[str, str] | None = None, env_file: Path | None = None
+    environ: Mapping[str, str] | None = None, env_file: Path | None = None,
+    warn: Callable[[str], None] = _warn_in_log,
 ) -> Settings:
-    """Build the settings from ``.env`` (if present) overlaid by the real environment."""
+    """Build the settings from ``.env`` (if present) overlaid by the real environment.
+
+    A ``WIP_MAILER_*`` key that no setting has (a typo) is passed to ``warn`` as one
+    sentence naming the closest known key; it does not stop the command.
+    """
     environ = os.environ if environ is None else environ
     env_file = Path(".env") if env_file is None else env_file
     raw: dict[str, str] = {}
+    where: dict[str, str] = {}
     if env_file.exists():
         raw.update(read_env_file(env_file))
-    raw.update({k: v for k, v in environ.items() if k.startswith(PREFIX)})
+        where.update(dict.fromkeys(raw, f"in {env_file}"))
+    from_environment = {k: v for k, v in environ.items() if k.startswith(PREFIX)}
+    raw.update(from_environment)
+    where.update(dict.fromkeys(from_environment, "in the environment"))
 
     known = {f.name for f in fields(Settings)}
     values: dict[str, Any] = {}
@@ -248,7 +287,8 @@ def load_settings(
         key = full_key[len(PREFIX):]
         name = _FIELD_FOR_KEY.get(key, key.lower())
         if name not in known:
-            continue  # tolerate keys of other versions; they are documented there
+            warn(unknown_key_warning(full_key, where[full_key]))
+            continue
         text = text.strip()
         if text == "" and key not in ("SMTP_USER", "SMTP_PASSWORD"):
             continue  # empty means "use the default"
@@ -260,23 +300,59 @@ def load_settings(
     return Settings(**values)
 
 
+def template_value(key: str) -> str:
+    """The value the packaged template gives ``key`` (a placeholder, for the pre-flight check)."""
+    return read_env_file(ENV_TEMPLATE).get(key, "")
+
+
 def new_secret_key() -> str:
     return secrets.token_urlsafe(48)
 
 
-def write_env_file(path: Path) -> bool:
-    """Write a `.env` from the packaged template with a fresh secret key; never overwrite."""
+DEMO_LINE = f"{PREFIX}DEMO=true\n"
+
+
+def write_env_file(path: Path, *, demo: bool = False) -> bool:
+    """Write a `.env` from the packaged template with a fresh secret key; never overwrite.
+
+    ``demo`` marks the installation as a demo (``WIP_MAILER_DEMO=true``).
+    """
     if path.exists():
         return False
     text = ENV_TEMPLATE.read_text(encoding="utf-8").replace(
         "WIP_MAILER_SECRET_KEY=\n", f"WIP_MAILER_SECRET_KEY={new_secret_key()}\n"
     )
+    if demo:
+        text = text.replace(f"{PREFIX}DEMO=false\n", DEMO_LINE)
     try:
         with path.open("x", encoding="utf-8") as handle:
             handle.write(text)
         path.chmod(0o600)  # it holds the signing secret
     except FileExistsError:
         return False
+    except OSError as exc:
+        raise SettingsError(f"Cannot write {path}: {exc.strerror}.") from None
+    return True
+
+
+def mark_env_file_demo(path: Path) -> bool:
+    """Make an existing `.env` say ``WIP_MAILER_DEMO=true``; False if it said so already.
+
+    The key's line is rewritten (or added at the end); nothing else in the file changes.
+    """
+    if read_env_file(path).get(f"{PREFIX}DEMO", "").strip().lower() in ("true", "1", "yes"):
+        return False
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = [line for line in lines if not line.startswith(f"{PREFIX}DEMO=")]
+    if len(kept) < len(lines):
+        at = next(n for n, line in enumerate(lines) if line.startswith(f"{PREFIX}DEMO="))
+        kept.insert(at, DEMO_LINE)
+    else:
+        if kept and not kept[-1].endswith("\n"):
+            kept[-1] += "\n"
+        kept.append(DEMO_LINE)
+    try:
+        path.write_text("".join(kept), encoding="utf-8")
     except OSError as exc:
         raise SettingsError(f"Cannot write {path}: {exc.strerror}.") from None
     return True

@@ -5,28 +5,41 @@ from __future__ import annotations
 import signal
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from wip_mailer import db
-from wip_mailer.cli.common import App, pass_app
-from wip_mailer.devsmtp import CaptureServer, Received
-from wip_mailer.settings import load_settings, write_env_file
+from wip_mailer.cli.common import App, pass_app, warn
+from wip_mailer.settings import load_settings, mark_env_file_demo, write_env_file
+
+if TYPE_CHECKING:
+    from wip_mailer.devsmtp import Received
 
 
 @click.command()
+@click.option("--demo", is_flag=True,
+              help="Mark the installation as a demo (WIP_MAILER_DEMO=true): sends may use the "
+                   "placeholder addresses.")
 @pass_app
-def init(app: App) -> None:
+def init(app: App, demo: bool) -> None:
     """Create a `.env` (with a fresh secret key) and the database; safe to repeat.
 
-    Example: wip-mailer init
+    Until you set WIP_MAILER_FROM, WIP_MAILER_BASE_URL and WIP_MAILER_ARCHIVE_URL to the
+    newsletter's own, a real send is refused (test copies and dry runs work), unless the
+    installation is a demo.
+
+    Example: wip-mailer init --demo
     """
     env_path = Path(".env")
-    if write_env_file(env_path):
-        click.echo(f"Wrote {env_path} with a new secret key; edit it to set your SMTP server.")
+    if write_env_file(env_path, demo=demo):
+        click.echo(f"Wrote {env_path} with a new secret key; edit it to set your SMTP server"
+                   + (" (a demo installation)." if demo else ", sender and public addresses."))
     else:
         click.echo(f"Kept the existing {env_path}.")
-    settings = load_settings()  # re-read: the file just written is now part of them
+        if demo and mark_env_file_demo(env_path):
+            click.echo(f"Set WIP_MAILER_DEMO=true in {env_path}: a demo installation.")
+    settings = load_settings(warn=warn)  # re-read: the file just written is now part of them
     engine = db.create_database(settings.database_url)
     revision = db.current_revision(engine)
     where = db.sqlite_path(settings.database_url) or "the PostgreSQL database"
@@ -73,6 +86,7 @@ def dev_smtp(host: str, port: int, maildir: Path) -> None:
 
     Example: wip-mailer dev-smtp --port 1025 --maildir outbox
     """
+    from wip_mailer.devsmtp import CaptureServer  # aiosmtpd: only for this command
 
     def report(message: Received) -> None:
         click.echo(

@@ -1,4 +1,4 @@
-"""Audience commands: `wip-mailer lists ...` and `wip-mailer subscribers ...`."""
+"""Subscriber commands: `wip-mailer subscribers ...`."""
 
 from __future__ import annotations
 
@@ -12,130 +12,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from wip_mailer import db
-from wip_mailer.audience import csv_import, lists, subscribers
+from wip_mailer.audience import csv_import, subscribers
 from wip_mailer.cli.common import App, confirm_or_abort, echo_json, json_default, json_option, pass_app
 from wip_mailer.errors import InvalidInputError
-
-DEFAULT_LISTS_FILE = Path("subscribers/lists.toml")
-
-
-# --- lists ---------------------------------------------------------------------------------
-
-@click.group("lists")
-def lists_group() -> None:
-    """Mailing lists: create, show, rename, delete, or sync from subscribers/lists.toml.
-
-    Example: wip-mailer lists sync
-    """
-
-
-@lists_group.command("create")
-@click.argument("name")
-@click.option("--description", default="", help="What the list is for.")
-@click.option("--language", default="it", show_default=True, help="Two-letter language of the list.")
-@click.option("--double-opt-in/--no-double-opt-in", default=True, show_default=True,
-              help="New members confirm by email before they receive anything.")
-@click.option("--public", is_flag=True, help="Offer the list on the subscribe form and preferences page.")
-@pass_app
-def lists_create(app: App, name: str, description: str, language: str, double_opt_in: bool,
-                 public: bool) -> None:
-    """Create a list.
-
-    Example: wip-mailer lists create stampa --description "Giornalisti" --language it
-    """
-    with db.session_scope(app.engine) as session:
-        lists.create_list(session, name, description=description, language=language,
-                          double_opt_in=double_opt_in, public=public)
-    click.echo(f"Created the list {name}.")
-
-
-@lists_group.command("list")
-@json_option
-@pass_app
-def lists_list(app: App, as_json: bool) -> None:
-    """Show every list with its member counts.
-
-    Example: wip-mailer lists list --json
-    """
-    with db.session_scope(app.engine) as session:
-        summaries = lists.list_summaries(session)
-    if as_json:
-        echo_json(summaries)
-        return
-    if not summaries:
-        click.echo("No lists yet: run `wip-mailer lists sync` or `wip-mailer lists create NAME`.")
-    for item in summaries:
-        members = item["members"]
-        flags = ", ".join(f for f, on in (("double opt-in", item["double_opt_in"]),
-                                          ("public", item["public"])) if on)
-        click.echo(f"{item['name']} ({item['language']}{', ' + flags if flags else ''}): "
-                   f"{members['active']} active, {members['pending']} pending, "
-                   f"{members['unsubscribed']} unsubscribed")
-
-
-@lists_group.command("show")
-@click.argument("name")
-@json_option
-@pass_app
-def lists_show(app: App, name: str, as_json: bool) -> None:
-    """Show one list.
-
-    Example: wip-mailer lists show stampa --json
-    """
-    with db.session_scope(app.engine) as session:
-        info = lists.show_list(session, name)
-    if as_json:
-        echo_json(info)
-        return
-    for key, value in info.items():
-        shown = ", ".join(f"{k} {v}" for k, v in value.items()) if isinstance(value, dict) else value
-        click.echo(f"{key}: {shown}")
-
-
-@lists_group.command("rename")
-@click.argument("old")
-@click.argument("new")
-@pass_app
-def lists_rename(app: App, old: str, new: str) -> None:
-    """Rename a list (its members stay).
-
-    Example: wip-mailer lists rename stampa press
-    """
-    with db.session_scope(app.engine) as session:
-        lists.rename_list(session, old, new)
-    click.echo(f"Renamed the list {old} to {new}.")
-
-
-@lists_group.command("delete")
-@click.argument("name")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@pass_app
-def lists_delete(app: App, name: str, yes: bool) -> None:
-    """Delete a list and its memberships (subscribers and consent records stay).
-
-    Example: wip-mailer lists delete prova --yes
-    """
-    confirm_or_abort(f"Delete the list {name} and all its memberships?", yes)
-    with db.session_scope(app.engine) as session:
-        removed = lists.delete_list(session, name)
-    click.echo(f"Deleted the list {name} ({removed} memberships removed).")
-
-
-@lists_group.command("sync")
-@click.argument("path", type=click.Path(path_type=Path), default=DEFAULT_LISTS_FILE)
-@pass_app
-def lists_sync(app: App, path: Path) -> None:
-    """Create and update lists as a TOML file declares them (lists not in it are kept).
-
-    Example: wip-mailer lists sync subscribers/lists.toml
-    """
-    with db.session_scope(app.engine) as session:
-        report = lists.sync_lists(session, path)
-    for label, names in (("Created", report.created), ("Updated", report.updated),
-                         ("Unchanged", report.unchanged), ("Not in the file (kept)", report.not_in_file)):
-        if names:
-            click.echo(f"{label}: {', '.join(names)}")
-
 
 # --- subscribers ---------------------------------------------------------------------------
 
@@ -220,7 +99,8 @@ def subscribers_show(app: App, email: str, as_json: bool) -> None:
     for key, value in info.items():
         if key == "memberships":
             for m in value:
-                click.echo(f"list {m['list']}: {m['status']} (since {m['subscribed_at']:%Y-%m-%d})")
+                since = m["subscribed_at"].astimezone(app.settings.tz)
+                click.echo(f"list {m['list']}: {m['status']} (since {since:%Y-%m-%d})")
         elif value not in (None, "", [], {}):
             click.echo(f"{key}: {', '.join(value) if isinstance(value, list) else value}")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -24,6 +24,13 @@ from wip_mailer.dispatch import (
 from wip_mailer.dispatch.ratelimit import parse_rate
 from wip_mailer.dispatch.types import SummaryStatus
 from wip_mailer.errors import StateError
+from wip_mailer.localtime import format_local
+from wip_mailer.preflight import KIB, PreflightReport, run_preflight
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
+
+    from wip_mailer.settings import Settings
 
 
 class _RateColumn(ProgressColumn):
@@ -100,6 +107,23 @@ def _sentence(summary: CampaignSummary) -> str:
             + (f", {summary.queued} not yet sent." if summary.queued else "."))
 
 
+def _confirmation(slug: str, settings: Settings, lists: tuple[str, ...], segment: str | None,
+                  count: int, report: PreflightReport) -> str:
+    """What the editor sees before saying yes: what goes out, from whom, to whom, how big."""
+    rendered = report.rendered
+    assert rendered is not None  # dispatch asks only after the check rendered the edition
+    html, text = rendered.html_bytes / KIB, len(rendered.text.encode("utf-8")) / KIB
+    return "\n".join([
+        f"Edition:    {slug}",
+        f"Subject:    {rendered.subject}",
+        f"From:       {settings.sender}",
+        f"Lists:      {', '.join(lists)}" + (f" (segment: {segment})" if segment else " (no segment)"),
+        f"Recipients: {count}",
+        f"Message:    {html + text:.1f} KiB each (HTML {html:.1f} KiB, text {text:.1f} KiB)",
+        f"Pre-flight: {len(report.warnings)} warning(s)",
+    ])
+
+
 @click.command()
 @click.argument("slug")
 @click.option("--list", "lists", multiple=True, metavar="NAME", help="A list to send to (repeatable).")
@@ -125,15 +149,27 @@ def send(app: App, slug: str, lists: tuple[str, ...], segment: str | None, dry_r
 
     Example: wip-mailer send 2024-01 --list newsletter-it --list newsletter-en --yes
     """
+    checked: list[PreflightReport] = []
+
+    def preflight(session: Session, settings: Settings, slug: str) -> PreflightReport:
+        # Placeholder settings block only a real send; test copies and dry runs go ahead.
+        report = run_preflight(session, settings, slug, real_send=not (dry_run or test_to))
+        checked.append(report)  # kept for the confirmation
+        return report
+
     def confirm(count: int) -> bool:
-        confirm_or_abort(f"Send edition {slug} to {count} recipients?", yes)
+        question = f"Send edition {slug} to {count} recipients?"
+        if not yes:
+            click.echo(_confirmation(slug, app.settings, lists, segment, count, checked[-1]), err=True)
+        confirm_or_abort(question, yes)
         return True
 
     progress = None if as_json else RichProgress()
     request = SendRequest(slug=slug, lists=lists, segment=segment, dry_run=dry_run, test_to=test_to,
                           connections=connections, rate_per_second=rate, resume=resume,
                           resend_in_doubt=resend_in_doubt)
-    summary = send_edition(app.engine, app.settings, request, confirm=confirm, progress=progress)
+    summary = send_edition(app.engine, app.settings, request, confirm=confirm, progress=progress,
+                           preflight=preflight)
     _report(summary, as_json)
 
 
@@ -181,7 +217,7 @@ def campaigns_status(app: App, campaign_id: int, as_json: bool) -> None:
 
 def _local(app: App, moment: Any) -> str:
     """A time as people read it: in WIP_MAILER_TIMEZONE, with the zone."""
-    return f"{moment.astimezone(app.settings.tz):%Y-%m-%d %H:%M:%S} {app.settings.timezone}"
+    return format_local(moment, app.settings.tz)
 
 
 def _show(app: App, row: dict[str, Any], as_json: bool) -> None:

@@ -1,4 +1,4 @@
-"""Editorial commands: editions, items and document import."""
+"""Editorial commands: editions, sections, items and document import."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ from typing import Any
 
 import click
 
-from wip_mailer import db, editorial
-from wip_mailer.cli.common import App, echo_json, json_option, pass_app
-from wip_mailer.intake import import_document
+from wip_mailer import db, editorial, sections
+from wip_mailer.cli.common import App, confirm_or_abort, echo_json, json_option, pass_app
 from wip_mailer.models import EditionStatus, Item, ItemStatus
 from wip_mailer.text import markdown_to_html
 
@@ -58,7 +57,7 @@ def _dates(item: Item) -> str:
 
 @click.group("editions")
 def editions_group() -> None:
-    """Create and inspect editions.
+    """Create, edit, delete and inspect editions.
 
     Example: wip-mailer editions show 2024-01
     """
@@ -141,6 +140,48 @@ def editions_show(app: App, slug: str, as_json: bool) -> None:
                    f"{section['approved']} approved{intro}")
 
 
+@editions_group.command("edit")
+@click.argument("slug")
+@click.option("--title", help="New period label.")
+@click.option("--subject", help='New email subject ("" = "Work in Progress – TITLE").')
+@click.option("--language", help="New language of the edition, e.g. it or en.")
+@click.option("--start", type=click.DateTime(["%Y-%m-%d"]), help="New first day of the period (YYYY-MM-DD).")
+@click.option("--end", type=click.DateTime(["%Y-%m-%d"]), help="New last day of the period (YYYY-MM-DD).")
+@pass_app
+def editions_edit(app: App, slug: str, title: str | None, subject: str | None, language: str | None,
+                  start: Any, end: Any) -> None:
+    """Change an edition's title, subject, language or period (not once it is being sent).
+
+    Example: wip-mailer editions edit 2024-01 --subject "Work in Progress – inverno 2024"
+    """
+    if all(value is None for value in (title, subject, language, start, end)):
+        raise click.UsageError("Give at least one of --title, --subject, --language, --start, --end.")
+    with db.session_scope(app.engine) as session:
+        edition = editorial.edit_edition(session, slug, title=title, subject=subject, language=language,
+                                         period_start=start.date() if start else None,
+                                         period_end=end.date() if end else None)
+        period = f", {edition.period_start} to {edition.period_end}" if edition.period_start else ""
+        click.echo(f"Edition {edition.slug} saved ({edition.title}{period}, {edition.language}).")
+
+
+@editions_group.command("delete")
+@click.argument("slug")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_app
+def editions_delete(app: App, slug: str, yes: bool) -> None:
+    """Delete a draft edition with its sections and items (never one that was sent).
+
+    Example: wip-mailer editions delete 2024-01 --yes
+    """
+    with db.session_scope(app.engine) as session:
+        edition = editorial.get_edition(session, slug)  # an unknown slug fails before the question
+        count = sum(editorial.item_counts(session, edition).values())
+    confirm_or_abort(f"Delete edition {slug} and its {count} item(s)?", yes)
+    with db.session_scope(app.engine) as session:
+        removed = editorial.delete_edition(session, slug)
+    click.echo(f"Deleted edition {slug} ({removed} item(s)).")
+
+
 @editions_group.command("set-status")
 @click.argument("slug")
 @click.argument("status", type=click.Choice([EditionStatus.DRAFT.value, EditionStatus.READY.value]))
@@ -164,7 +205,7 @@ def editions_set_status(app: App, slug: str, status: str) -> None:
 
 @click.group("items")
 def items_group() -> None:
-    """Add, edit, order and approve an edition's items.
+    """Add, edit, order, approve and delete an edition's items.
 
     Example: wip-mailer items list --edition 2024-01
     """
@@ -178,7 +219,7 @@ def items_group() -> None:
 @click.option("--body-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Read the Markdown text from this file.")
 @click.option("--section", default=editorial.DEFAULT_SECTIONS[0], show_default=True,
-              help="Section (created at the end if new).")
+              help="One of the edition's sections (`wip-mailer sections list`).")
 @click.option("--position", type=int, help="Place in the section (1 = first); default: by start date.")
 @click.option("--image-url", help="An image to show with the item (https URL).")
 @click.option("--image-alt", help="The image's alt text.")
@@ -195,8 +236,10 @@ def items_add(app: App, slug: str, title: str, date_label: str | None, body: str
         change = editorial.add_item(
             session, slug, title=title, date_label=date_label, body_md=_body(body, body_file) or "",
             section=section, position=position, image_url=image_url, image_alt=image_alt,
+            new_section=False,  # a mistyped section is an error, not a new section
         )
-        click.echo(f"Added item {change.item.id} to edition '{slug}', section {section} (draft).")
+        where = editorial.section_name(session, change.item)
+        click.echo(f"Added item {change.item.id} to edition '{slug}', section {where} (draft).")
     _warn(change.warnings)
 
 
@@ -222,6 +265,23 @@ def items_edit(app: App, item_id: int, title: str | None, date_label: str | None
                                      image_alt=image_alt)
         click.echo(f"Item {item_id} saved ({change.item.status}).")
     _warn(change.warnings)
+
+
+@items_group.command("delete")
+@click.argument("item_id", type=int)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_app
+def items_delete(app: App, item_id: int, yes: bool) -> None:
+    """Delete an item (not once its edition is being sent).
+
+    Example: wip-mailer items delete 12 --yes
+    """
+    with db.session_scope(app.engine) as session:
+        title = editorial.get_item(session, item_id).title  # an unknown id fails before the question
+    confirm_or_abort(f"Delete item {item_id} «{title}»?", yes)
+    with db.session_scope(app.engine) as session:
+        editorial.delete_item(session, item_id)
+    click.echo(f"Deleted item {item_id}.")
 
 
 @items_group.command("list")
@@ -342,6 +402,78 @@ def items_move(app: App, item_id: int, position: int | None, section: str | None
         click.echo(f"Item {item.id} is now number {item.position} in {where}.")
 
 
+# --- sections ------------------------------------------------------------------------------
+
+@click.group("sections")
+def sections_group() -> None:
+    """An edition's sections: list, add, rename, remove.
+
+    Example: wip-mailer sections list --edition 2024-01
+    """
+
+
+@sections_group.command("list")
+@edition_option
+@json_option
+@pass_app
+def sections_list(app: App, slug: str, as_json: bool) -> None:
+    """List an edition's sections in order, with their item counts.
+
+    Example: wip-mailer sections list --edition 2024-01
+    """
+    with db.session_scope(app.engine) as session:
+        rows = sections.list_sections(session, slug)
+    if as_json:
+        echo_json(rows)
+        return
+    for row in rows:
+        click.echo(f"{row['position']}. {row['name']}: {row['items']} items")
+
+
+@sections_group.command("add")
+@click.argument("name")
+@edition_option
+@click.option("--after", metavar="SECTION", help="Put it after this section (default: last).")
+@pass_app
+def sections_add(app: App, name: str, slug: str, after: str | None) -> None:
+    """Add an empty section to an edition.
+
+    Example: wip-mailer sections add Eventi --edition 2024-01 --after "Top News"
+    """
+    with db.session_scope(app.engine) as session:
+        section = sections.add_section(session, slug, name, after=after)
+        click.echo(f"Added section {section.name} to edition '{slug}' (number {section.position}).")
+
+
+@sections_group.command("rename")
+@click.argument("old")
+@click.argument("new")
+@edition_option
+@pass_app
+def sections_rename(app: App, old: str, new: str, slug: str) -> None:
+    """Rename a section (its items stay in it).
+
+    Example: wip-mailer sections rename "Coming Soon" "Prossimamente" --edition 2024-01
+    """
+    with db.session_scope(app.engine) as session:
+        section = sections.rename_section(session, slug, old, new)
+        click.echo(f"Renamed section {old} of edition '{slug}' to {section.name}.")
+
+
+@sections_group.command("remove")
+@click.argument("name")
+@edition_option
+@pass_app
+def sections_remove(app: App, name: str, slug: str) -> None:
+    """Remove an empty section (move or delete its items first).
+
+    Example: wip-mailer sections remove Eventi --edition 2024-01
+    """
+    with db.session_scope(app.engine) as session:
+        section = sections.remove_section(session, slug, name)
+    click.echo(f"Removed section {section.name} from edition '{slug}'.")
+
+
 # --- import --------------------------------------------------------------------------------
 
 @click.command("import")
@@ -358,6 +490,8 @@ def import_command(app: App, path: Path, slug: str, force: bool, as_json: bool) 
 
     Example: wip-mailer import examples/edition-2026-11.md --edition 2026-11
     """
+    from wip_mailer.intake import import_document
+
     with db.session_scope(app.engine) as session:
         report = import_document(session, path, slug, force=force)
     if as_json:

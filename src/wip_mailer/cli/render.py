@@ -7,10 +7,9 @@ from pathlib import Path
 import click
 
 from wip_mailer import db
-from wip_mailer.archive import build_archive
 from wip_mailer.cli.common import App, echo_json, json_option, pass_app
-from wip_mailer.preflight import run_preflight
-from wip_mailer.preview import write_preview
+
+# The renderer (MJML, premailer) is imported inside each command: `--help` does not need it.
 
 
 @click.command()
@@ -30,6 +29,8 @@ def preview(app: App, slug: str, html_out: Path, text_out: Path | None,
 
     Example: wip-mailer preview 2024-01 --out preview.html --text preview.txt --screenshot phone.png
     """
+    from wip_mailer.preview import write_preview
+
     with db.session_scope(app.engine) as session:
         result = write_preview(
             session, app.settings, slug, html_out,
@@ -51,12 +52,16 @@ def preview(app: App, slug: str, html_out: Path, text_out: Path | None,
 def check(app: App, slug: str, strict: bool, as_json: bool) -> None:
     """Pre-flight check of an edition: size, template errors, items, links, images.
 
-    Blocking problems exit with status 1; warnings only with --strict.
+    It checks the edition as a real send would: placeholder settings (example.org
+    addresses, links to 127.0.0.1, the template's secret key) block it unless
+    WIP_MAILER_DEMO=true. Blocking problems exit with status 1; warnings only with --strict.
 
     Example: wip-mailer check 2024-01 --strict
     """
+    from wip_mailer.preflight import run_preflight
+
     with db.session_scope(app.engine) as session:
-        report = run_preflight(session, app.settings, slug)
+        report = run_preflight(session, app.settings, slug, real_send=True)
     if as_json:
         echo_json(report.as_dict())
     else:
@@ -87,7 +92,8 @@ def archive_group() -> None:
 
 @archive_group.command("build")
 @click.argument("out_dir", metavar="DIR", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--include-unsent", is_flag=True, help="Also list editions not sent yet (for a preview).")
+@click.option("--include-unsent", is_flag=True,
+              help="Also list editions not sent yet, each page marked as a draft (for a preview).")
 @pass_app
 def archive_build(app: App, out_dir: Path, include_unsent: bool) -> None:
     """Write the archive: index.html, one DIR/<slug>/index.html per edition, feed.xml.
@@ -96,7 +102,12 @@ def archive_build(app: App, out_dir: Path, include_unsent: bool) -> None:
 
     Example: wip-mailer archive build public/archive
     """
+    from wip_mailer.archive import build_archive
+
     with db.session_scope(app.engine) as session:
-        written = build_archive(session, app.settings, out_dir, include_unsent=include_unsent)
-    pages = [p for p in written if p.parent != out_dir]
+        build = build_archive(session, app.settings, out_dir, include_unsent=include_unsent)
+    pages = [p for p in build.written if p.parent != out_dir]
     click.echo(f"Wrote {len(pages)} edition page(s), index.html and feed.xml in {out_dir}.")
+    if build.removed:
+        click.echo(f"Removed the pages of {len(build.removed)} edition(s) no longer published: "
+                   f"{', '.join(build.removed)}.")

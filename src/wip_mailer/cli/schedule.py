@@ -11,6 +11,7 @@ import click
 
 from wip_mailer import schedule as core
 from wip_mailer.cli.common import App, echo_json, json_option, pass_app
+from wip_mailer.localtime import LocalTimeFormatter
 from wip_mailer.models import ScheduleKind, ScheduleStatus
 
 
@@ -120,7 +121,10 @@ def scheduler_run(app: App, wait: bool) -> None:
     Example: wip-mailer scheduler run
     """
     # Our own lines at INFO; libraries (alembic, APScheduler) only when something is wrong.
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    log_handler = logging.StreamHandler()
+    # Stamped in WIP_MAILER_TIMEZONE with the zone, as every time shown to the editor.
+    log_handler.setFormatter(LocalTimeFormatter("%(asctime)s %(levelname)s %(message)s", app.settings.tz))
+    logging.basicConfig(level=logging.WARNING, handlers=[log_handler])
     logging.getLogger("wip_mailer").setLevel(logging.INFO)
     logging.getLogger("apscheduler.executors").setLevel(logging.ERROR)  # we report misses ourselves
     stop = threading.Event()

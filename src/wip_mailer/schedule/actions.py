@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -32,14 +33,16 @@ class ActionContext:
 
 
 def _send_action(context: ActionContext) -> str:
-    # Exactly the path of `wip-mailer send`: dispatch runs the pre-flight check itself and
-    # raises StateError when it blocks.
+    # Exactly the path of `wip-mailer send`: dispatch runs the pre-flight check (as for a real
+    # send: placeholder settings block it) and raises StateError when it blocks.
     from wip_mailer.dispatch import SendRequest, send_edition
+    from wip_mailer.preflight import run_preflight
 
     job = context.job
     summary = send_edition(
         context.engine, context.settings,
         SendRequest(slug=context.slug, lists=tuple(job.lists), segment=job.segment),
+        preflight=functools.partial(run_preflight, real_send=True),
     )
     return (
         f"campaign {summary.campaign_id} {summary.status}: {summary.sent} sent, "
@@ -52,7 +55,7 @@ def _check_action(context: ActionContext) -> str:
     from wip_mailer.preflight import run_preflight
 
     with session_scope(context.engine) as session:
-        report = run_preflight(session, context.settings, context.slug)
+        report = run_preflight(session, context.settings, context.slug, real_send=True)
     blocking, warnings = list(report.blocking), list(report.warnings)
     if blocking:
         raise StateError(

@@ -123,7 +123,8 @@ class SchedulerService:
         waiting = False
         while (current := self.lease.acquire()) is not None:
             if not wait:
-                who = f" ({current.token}, lease valid until {current.expires_at:%H:%M:%S} UTC)"
+                until = format_local(current.expires_at, self.settings.tz)
+                who = f" ({current.token}, lease valid until {until})"
                 raise LeaseRefused(
                     f"Another scheduler is already running on this database{who}: stop it first, "
                     "or start this one with --wait to take over when it stops."

@@ -12,6 +12,7 @@ from apscheduler.triggers.date import DateTrigger
 
 from wip_mailer.db import utcnow
 from wip_mailer.errors import InvalidInputError
+from wip_mailer.localtime import format_local
 from wip_mailer.models import (
     ScheduledJob,
 )
@@ -71,13 +72,6 @@ def _localise(naive: datetime, tz: ZoneInfo) -> datetime:
 def _offset(value: datetime) -> str:
     text = value.strftime("%z")
     return f"{text[:3]}:{text[3:]}"
-
-
-def format_local(value: datetime, tz: ZoneInfo) -> str:
-    """``2024-03-01 09:00 CET``: how an editor reads a stored UTC time."""
-    local = value.astimezone(tz)
-    seconds = ":%S" if local.second else ""
-    return local.strftime(f"%Y-%m-%d %H:%M{seconds} %Z")
 
 
 def parse_cron(expression: str, tz: ZoneInfo) -> CronTrigger:
