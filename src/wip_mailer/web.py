@@ -149,9 +149,9 @@ def create_app(settings: Settings, engine: Engine | None = None, *,
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        unsubscribes.start()
+        await unsubscribes.start()
         yield
-        await run_in_threadpool(unsubscribes.close)  # commits what is queued, then stops
+        await unsubscribes.aclose()  # commits what is queued, then stops the writer
 
     routes: list[BaseRoute] = [
         route
