@@ -15,8 +15,8 @@ queued) and the database is checked: every POSTed token's membership is unsubscr
 has exactly one one-click consent event. Medians over the runs are printed: POST/s, p50
 and p99 latency (wrk's), errors (socket errors, timeouts, non-200 answers).
 
-With ``--writer`` a second process writes to the same database all along, as a running
-send does (a batch of 100 ledger-like rows committed every 10 ms).
+With ``--writer`` a second process writes to the server's database all along (to both
+servers'), as a running send does: a batch of 100 ledger-like rows committed every 10 ms.
 
 Usage:  .venv/bin/python scripts/bench_unsubscribe.py [--tokens 40000] [--runs 5]
         [--connections 64] [--duration 5] [--threads 1] [--writer]
@@ -233,9 +233,15 @@ def one_run(args: argparse.Namespace, run: int) -> dict[str, dict[str, Any]]:
         check_wip_mailer(url, pairs, wip, paths)
 
         base_port, base_db = free_port(), work / "baseline.db"
-        base = serve_and_load([sys.executable, __file__, "--serve-baseline", str(base_db),
-                               "--port", str(base_port)], dict(os.environ), base_port, paths_file,
-                              "Unsubscribed: ([%w_%-%.]+)", args)
+        writer = start_writer(f"sqlite:///{base_db}", args) if args.writer else None
+        try:
+            base = serve_and_load([sys.executable, __file__, "--serve-baseline", str(base_db),
+                                   "--port", str(base_port)], dict(os.environ), base_port, paths_file,
+                                  "Unsubscribed: ([%w_%-%.]+)", args)
+        finally:
+            if writer is not None:
+                writer.terminate()
+                writer.wait()
         check_baseline(base_db, paths, base)
     for name, figures in (("wip-mailer", wip), ("baseline", base)):
         print(f"  run {run}: {name:10} {describe(figures)}", flush=True)
@@ -266,7 +272,8 @@ def start_writer(url: str, args: argparse.Namespace) -> subprocess.Popen[bytes]:
 def write_like_a_sender(path: Path) -> None:
     """A send's ledger writes, roughly: 100 rows committed every 10 ms, on the same file."""
     connection = sqlite3.connect(path, timeout=10)
-    connection.execute("PRAGMA busy_timeout=10000")
+    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=10000"):
+        connection.execute(f"PRAGMA {pragma}")
     connection.execute("CREATE TABLE IF NOT EXISTS bench_ledger "
                        "(id INTEGER PRIMARY KEY, state TEXT, at REAL)")
     connection.commit()
