@@ -404,3 +404,54 @@ def test_the_writer_on_postgresql(pg_engine, settings):
     # even: only on "notizie"; odd: still on "eventi", but for ids[1], who left every list
     assert statuses == {sid: "unsubscribed" if n % 2 == 0 or n == 1 else "active"
                         for n, sid in enumerate(ids)}
+
+
+def test_a_stop_signal_to_the_whole_process_group_loses_nothing(settings, engine):
+    """systemd (and Ctrl-C) signal the web process and its writer together: the writer must
+    not die first, or the batch it holds would be answered 500 while the server drains."""
+    import subprocess
+    import sys
+
+    ids, news_id, _ = _readers(engine, 300)
+    paths = [_path(unsubscribe_url(settings, sid, news_id), settings) for sid in ids]
+    port = int(settings.base_url.rsplit(":", 1)[1])
+    process = subprocess.Popen([sys.executable, "-m", "wip_mailer", "serve", "--port", str(port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{settings.base_url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the server did not come up"
+                time.sleep(0.1)
+        answers: list[tuple[str, int]] = []
+
+        async def burst() -> None:
+            limits = httpx.Limits(max_connections=64)
+            async with httpx.AsyncClient(base_url=settings.base_url, limits=limits, timeout=30) as client:
+                async def post(path: str) -> None:
+                    try:
+                        response = await client.post(path, data=ONE_CLICK)
+                    except httpx.TransportError:
+                        return  # not taken any more: the server is stopping
+                    answers.append((path, response.status_code))
+                    if len(answers) == 20:
+                        os.killpg(process.pid, signal.SIGTERM)  # as systemd stops the service
+                await asyncio.gather(*(post(path) for path in paths))
+
+        asyncio.run(burst())
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+    assert len(answers) >= 20 and {status for _, status in answers} == {200}
+    assert "writer" not in stderr and "Traceback" not in stderr
+    other = _database(settings)
+    left = {row[0] for row in other.execute(
+        "SELECT subscriber_id FROM membership WHERE status = 'unsubscribed'")}
+    other.close()
+    assert {ids[paths.index(path)] for path, _ in answers} <= left

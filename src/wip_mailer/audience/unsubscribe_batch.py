@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -306,6 +307,9 @@ class UnsubscribeWriter:
         return [None if a is None else Applied(a[0], a[1], a[2]) for a in answer["applied"]]
 
     async def _writer(self) -> asyncio.subprocess.Process:
+        if self._process is not None and self._process.returncode is not None:
+            logger.error("The unsubscribe writer had stopped (exit status %s); starting a new one.",
+                         self._process.returncode)
         if self._process is None or self._process.returncode is not None:
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", WRITER_MODULE, stdin=asyncio.subprocess.PIPE,
@@ -334,4 +338,9 @@ class UnsubscribeWriter:
 
 
 if __name__ == "__main__":
+    # Ctrl-C and systemd's stop signal reach the whole process group: the writer stops only
+    # at the end of its input, once the web process has sent it everything and closed the pipe
+    # (or died), so nothing sent to it is cut off.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     writer_main(sys.stdin, sys.stdout)
