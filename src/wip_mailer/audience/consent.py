@@ -7,8 +7,10 @@ active, ``pending`` while one awaits confirmation, ``unsubscribed`` once all are
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from sqlmodel import Session, col, select
 
@@ -51,13 +53,31 @@ class Actor:
     text_version: str | None = None
 
 
+def event_values(subscriber_id: int | None, list_id: int | None, kind: EventKind,
+                 actor: Actor) -> dict[str, Any]:
+    """The columns of one consent event (also written in bulk by ``unsubscribe_batch``)."""
+    return {"subscriber_id": subscriber_id, "list_id": list_id, "kind": kind, "source": actor.source[:200],
+            "ip": actor.ip, "user_agent": (actor.user_agent or None) and actor.user_agent[:400],
+            "text_version": actor.text_version}
+
+
 def record_event(session: Session, subscriber_id: int | None, list_id: int | None, kind: EventKind,
                  actor: Actor) -> None:
-    session.add(ConsentEvent(
-        subscriber_id=subscriber_id, list_id=list_id, kind=kind, source=actor.source[:200],
-        ip=actor.ip, user_agent=(actor.user_agent or None) and actor.user_agent[:400],
-        text_version=actor.text_version,
-    ))
+    session.add(ConsentEvent(**event_values(subscriber_id, list_id, kind, actor)))
+
+
+def derived_status(current: str, membership_states: Collection[str]) -> str | None:
+    """The status a subscriber's memberships give them; None: keep ``current`` (bounced or
+    complained, or on no list at all)."""
+    if current in _STICKY:
+        return None
+    if MembershipStatus.ACTIVE in membership_states:
+        return SubscriberStatus.ACTIVE
+    if MembershipStatus.PENDING in membership_states:
+        return SubscriberStatus.PENDING
+    if membership_states:
+        return SubscriberStatus.UNSUBSCRIBED
+    return None
 
 
 def refresh_status(session: Session, subscriber: Subscriber) -> None:
@@ -67,15 +87,8 @@ def refresh_status(session: Session, subscriber: Subscriber) -> None:
     states = set(session.exec(
         select(Membership.status).where(Membership.subscriber_id == subscriber.id)
     ).all())
-    if MembershipStatus.ACTIVE in states:
-        status = SubscriberStatus.ACTIVE
-    elif MembershipStatus.PENDING in states:
-        status = SubscriberStatus.PENDING
-    elif states:
-        status = SubscriberStatus.UNSUBSCRIBED
-    else:
-        return  # on no list at all: nothing to derive
-    if subscriber.status != status:
+    status = derived_status(subscriber.status, states)
+    if status is not None and subscriber.status != status:
         subscriber.status = status
         subscriber.updated_at = utcnow()
         session.add(subscriber)

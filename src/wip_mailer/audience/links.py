@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from wip_mailer.settings import Settings
-from wip_mailer.tokens import Purpose, make_token
+from wip_mailer.tokens import Purpose, make_token, token_maker
 
 
 def unsubscribe_url(settings: Settings, subscriber_id: int, list_id: int | None) -> str:
@@ -15,6 +17,12 @@ def unsubscribe_url(settings: Settings, subscriber_id: int, list_id: int | None)
 def preferences_url(settings: Settings, subscriber_id: int, list_id: int | None = None) -> str:
     token = make_token(settings.require_secret_key(), Purpose.PREFERENCES, subscriber_id, list_id)
     return f"{settings.base_url}/preferences/{token}"
+
+
+def preferences_url_maker(settings: Settings) -> Callable[[int, int | None], str]:
+    """``preferences_url`` for many subscribers at once: the same links, ~5 µs each."""
+    make, base = token_maker(settings.require_secret_key(), Purpose.PREFERENCES), settings.base_url
+    return lambda subscriber_id, list_id: f"{base}/preferences/{make(subscriber_id, list_id)}"
 
 
 def confirm_url(settings: Settings, subscriber_id: int, list_id: int) -> str:

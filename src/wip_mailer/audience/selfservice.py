@@ -62,10 +62,19 @@ def _claims(settings: Settings, purpose: Purpose, token: str) -> TokenClaims:
     return read_token(settings.require_secret_key(), purpose, token, max_age_seconds=max_age)
 
 
+def unsubscribe_claims(settings: Settings, token: str) -> TokenClaims:
+    """Verify an unsubscribe token without the database; raises ``InvalidTokenError``."""
+    return _claims(settings, Purpose.UNSUBSCRIBE, token)
+
+
+def no_longer_listed() -> NotFoundError:
+    return NotFoundError("This address is no longer in our lists; nothing more will be sent to it.")
+
+
 def _subscriber(session: Session, claims: TokenClaims) -> Subscriber:
     subscriber = session.get(Subscriber, claims.subscriber_id)
     if subscriber is None:
-        raise NotFoundError("This address is no longer in our lists; nothing more will be sent to it.")
+        raise no_longer_listed()
     return subscriber
 
 
