@@ -141,16 +141,25 @@ _VERP_TAIL = re.compile(r"\+(\d{1,18})-([0-9a-f]{8})$")
 _MESSAGE_ID = re.compile(r"wip\.(\d{1,18})\.(\d{1,18})\.([0-9a-f]{10})@(.+)")
 
 
-def read_verp(settings: Settings, address: str) -> DeliveryRef | None:
-    """The delivery a VERP address made by ``verp_address`` names, or None when the address is
-    not one of ours or its HMAC does not verify (a forged address matches nothing)."""
+def _verp_tail(settings: Settings, address: str) -> re.Match[str] | None:
     if not settings.bounce_address:
         return None
     local, _, domain = parseaddr(address)[1].strip().rpartition("@")
     base_local, _, base_domain = parseaddr(settings.bounce_address)[1].rpartition("@")
     if domain.lower() != base_domain.lower() or not local.lower().startswith(base_local.lower() + "+"):
         return None
-    match = _VERP_TAIL.fullmatch(local[len(base_local):].lower())
+    return _VERP_TAIL.fullmatch(local[len(base_local):].lower())
+
+
+def is_verp_shaped(settings: Settings, address: str) -> bool:
+    """Whether ``address`` has the form of one of our VERP addresses (verified or not)."""
+    return _verp_tail(settings, address) is not None
+
+
+def read_verp(settings: Settings, address: str) -> DeliveryRef | None:
+    """The delivery a VERP address made by ``verp_address`` names, or None when the address is
+    not one of ours or its HMAC does not verify (a forged address matches nothing)."""
+    match = _verp_tail(settings, address)
     if match is None:
         return None
     expected = _tag(settings.require_secret_key(), "verp", str(int(match[1])), 8)

@@ -53,10 +53,10 @@ def record_soft_bounce(session: Session, email: str, *, delivery_id: int | None,
     subscriber_id = _subscriber_id(session, email)
     if subscriber_id is not None:
         # The last delivery the server accepted that has no bounce of its own: the count starts after it.
-        bounced = sa.select(BounceEvent.delivery_id).where(col(BounceEvent.delivery_id).is_not(None),
+        bounced = sa.select(col(BounceEvent.delivery_id)).where(col(BounceEvent.delivery_id).is_not(None),
                                                            col(BounceEvent.email_hash) == key)
         reset = session.execute(
-            sa.select(sa.func.max(Delivery.sent_at)).where(
+            sa.select(sa.func.max(col(Delivery.sent_at))).where(
                 col(Delivery.subscriber_id) == subscriber_id, col(Delivery.state) == DeliveryState.SENT,
                 col(Delivery.id).not_in(bounced))
         ).scalar()

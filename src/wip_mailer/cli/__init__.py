@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from wip_mailer import __version__
-from wip_mailer.cli import admin, audience, dispatch, render, schedule, web
+from wip_mailer.cli import admin, audience, dispatch, feedback, render, schedule, web
 from wip_mailer.cli import editorial as editorial_cli
 from wip_mailer.cli.common import App, WipGroup
 
@@ -41,3 +41,4 @@ main.add_command(dispatch.send)
 main.add_command(dispatch.campaigns)
 main.add_command(schedule.schedule_group)
 main.add_command(schedule.scheduler_group)
+main.add_command(feedback.bounces_group)
