@@ -126,8 +126,7 @@ class Receiver:
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.controller = Controller(BounceHandler(settings, self.spool, self.wake), hostname=host,
-                                     port=port, data_size_limit=MAX_MESSAGE_BYTES,
-                                     server_kwargs={"decode_data": False})
+                                     port=port, data_size_limit=MAX_MESSAGE_BYTES, decode_data=False)
         self._worker = threading.Thread(target=self._work, name="bounce-worker", daemon=True)
 
     def _process(self, raw: bytes) -> Processed:
