@@ -285,3 +285,43 @@ def test_bounces_process_and_list(world: Engine, settings: Settings, monkeypatch
     assert neither.exit_code != 0
     missing = cli("bounces", "process", "--mbox", str(tmp_path / "none.mbox"))
     assert missing.exit_code != 0 and "does not exist" in missing.stderr
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is needed to make a test certificate")
+def test_bounces_process_imap_flags_or_moves_what_it_processed(world: Engine, settings: Settings,
+                                                               monkeypatch: pytest.MonkeyPatch, cli,
+                                                               tmp_path: Path) -> None:
+    from tests.imap_server import ImapTestServer, Mailbox, make_certificate
+
+    cert, key = make_certificate(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # trust the test server's certificate
+    monkeypatch.setenv("WIP_MAILER_SECRET_KEY", fixture_settings(settings).secret_key)
+    monkeypatch.setenv("WIP_MAILER_BOUNCE_ADDRESS", "bounces@example.org")
+    monkeypatch.setenv("WIP_MAILER_FROM", "Work in Progress <newsletter@example.org>")
+    monkeypatch.setenv("WIP_MAILER_IMAP_PASSWORD", "s3cret pass")
+    box = Mailbox("bounces@example.org", "s3cret pass")
+    for name in ("postfix.eml", "delay.eml", "mailto-unsubscribe.eml"):
+        box.add((BOUNCES / name).read_bytes().replace(b"\n", b"\r\n"))
+    with ImapTestServer(box, cert, key) as server:
+        url = f"imaps://bounces%40example.org@127.0.0.1:{server.port}/INBOX"
+        result = cli("bounces", "process", "--imap", url, "--json")
+        assert result.exit_code == 0, result.stderr
+        counts = json.loads(result.stdout)
+        kinds = counts["kinds"]
+        assert (kinds["hard"], kinds["delay"], kinds["unsubscribe"]) == (1, 1, 1)
+        assert all({"\\Seen", "$WipProcessed"} <= m.flags for m in box.messages)
+        assert _status(world, "anna.rossi@example.net") == "bounced"
+        again = json.loads(cli("bounces", "process", "--imap", url, "--json").stdout)
+        assert again["total"] == 0  # nothing left that is not flagged processed
+
+        box.add((BOUNCES / "sendmail.eml").read_bytes().replace(b"\n", b"\r\n"))
+        monkeypatch.setenv("WIP_MAILER_IMAP_PROCESSED_FOLDER", "Processed")
+        moved = json.loads(cli("bounces", "process", "--imap", url, "--json").stdout)
+        assert moved["kinds"]["hard"] == 1
+        assert len(box.in_folder("INBOX")) == 3 and len(box.in_folder("Processed")) == 1
+
+        monkeypatch.setenv("WIP_MAILER_IMAP_PASSWORD", "wrong")
+        refused = cli("bounces", "process", "--imap", url)
+        assert refused.exit_code != 0 and "refused the login" in refused.stderr
+    plain = cli("bounces", "process", "--imap", "imap://bounces@127.0.0.1/INBOX")
+    assert plain.exit_code != 0 and "IMAP-over-TLS" in plain.stderr
