@@ -325,3 +325,37 @@ def test_bounces_process_imap_flags_or_moves_what_it_processed(world: Engine, se
         assert refused.exit_code != 0 and "refused the login" in refused.stderr
     plain = cli("bounces", "process", "--imap", "imap://bounces@127.0.0.1/INBOX")
     assert plain.exit_code != 0 and "IMAP-over-TLS" in plain.stderr
+
+
+def test_campaigns_show_bounce_and_complaint_rates(world: Engine, fx_settings: Settings, cli) -> None:
+    process_all(world, fx_settings, [(BOUNCES / n).read_bytes() for n in sorted(EXPECTED)], "maildir")
+    status = json.loads(cli("campaigns", "status", "7", "--json").stdout)["bounces"]
+    assert (status["hard"], status["soft"], status["complaints"]) == (8, 1, 1)
+    assert status["complaint_rate"] == pytest.approx(1 / 12) and status["hard_rate"] == pytest.approx(8 / 12)
+    listed = cli("campaigns", "list").stdout
+    assert "complaints 8.33% (Gmail's line 0.3%: OVER)" in listed
+    text = cli("campaigns", "status", "7").stdout
+    assert "bounces: 8 hard (66.67%), 1 soft (8.33%)" in text
+
+
+def test_erasure_forgets_the_address_in_received_bounces(world: Engine, fx_settings: Settings) -> None:
+    from wip_mailer.audience.subscribers import erase_subscriber
+
+    process_message(world, fx_settings, (BOUNCES / "postfix.eml").read_bytes(), "mbox")
+    with session_scope(world) as session:
+        erase_subscriber(session, "anna.rossi@example.net")
+    with session_scope(world) as session:
+        kept = session.exec(select(InboundMessage)).scalar_one()
+        assert kept.kind == "hard" and kept.recipients == [] and kept.raw is None
+        assert is_suppressed(session, "anna.rossi@example.net")
+
+
+@pytest.mark.parametrize("headers", [
+    "Subject: Please confirm your message\nX-Challenge: yes\n",  # challenge-response
+    "Subject: Automatic reply: Work in Progress\nX-Auto-Response-Suppress-Reply: All\n",
+    "Subject: Away from my desk\n",
+])
+def test_auto_replies_are_never_bounces(headers: str, fx_settings: Settings) -> None:
+    raw = (f"From: someone@example.com\nTo: bounces+111-15afd952@example.org\n{headers}"
+           "Message-ID: <x@example.com>\n\nI will answer later.\n").encode()
+    assert classify(raw, fx_settings).kind.value == "auto-reply"

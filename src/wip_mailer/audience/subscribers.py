@@ -30,6 +30,7 @@ from wip_mailer.fields import check_single_line
 from wip_mailer.models import (
     ConsentEvent,
     Delivery,
+    InboundMessage,
     MailingList,
     Membership,
     Subscriber,
@@ -237,7 +238,8 @@ def erase_subscriber(session: Session, email: str, *, source: str = "cli") -> Er
 
     Memberships and consent events go with the subscriber row (database cascade); an
     anonymous ``erase`` event (no subscriber, no address) records that erasure happened.
-    Dispatch-ledger rows keep their state but lose the address. An address we hold
+    Dispatch-ledger rows keep their state but lose the address; so do the bounces and
+    complaints received about them. An address we hold
     nothing on is suppressed all the same, so a later import cannot add it.
     """
     address = _lookup_form(email)
@@ -250,6 +252,9 @@ def erase_subscriber(session: Session, email: str, *, source: str = "cli") -> Er
         blanked = session.execute(
             sa.update(Delivery).where(col(Delivery.subscriber_id) == subscriber.id).values(email="")
         ).rowcount  # type: ignore[attr-defined]
+        # Bounces and complaints about them keep their kind and date, not the address or the bytes.
+        session.execute(sa.update(InboundMessage).where(col(InboundMessage.subscriber_id) == subscriber.id)
+                        .values(recipients=[], raw=None))
         session.execute(sa.delete(Subscriber).where(col(Subscriber.id) == subscriber.id))
         session.expunge(subscriber)
     record_event(session, None, None, EventKind.ERASE, Actor(source=source))

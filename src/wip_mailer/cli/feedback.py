@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import signal
 import sys
@@ -50,6 +51,7 @@ def bounces_process(app: App, mbox: Path | None, maildir: Path | None, imap: str
     if sum(x is not None for x in (mbox, maildir, imap)) != 1:
         raise click.UsageError("Give exactly one of --mbox FILE, --maildir DIR or --imap URL.")
     engine, settings = app.engine, app.settings
+    gc.freeze()  # as in `bounces parse`
     if imap is not None:
         counts = sources.process_imap(engine, settings, imap)
     elif mbox is not None:
@@ -109,6 +111,7 @@ def bounces_parse(app: App, paths: tuple[Path, ...], as_json: bool) -> None:
     from wip_mailer.feedback.sources import named_messages
 
     settings = app.settings
+    gc.freeze()  # the imports' objects need no collecting: every full collection would walk them
     out = sys.stdout
     for name, raw in named_messages(list(paths)):
         result = classify(raw, settings).as_json(name)

@@ -552,11 +552,10 @@ def _bounce_counts(session: Session, campaign_id: int, counts: Mapping[str, int]
     bounces over the messages handed over (sent + failed), complaints over those sent."""
     from wip_mailer.models import BounceEvent, Delivery
 
-    found = dict(session.execute(
+    found: dict[str, int] = {kind: number for kind, number in session.execute(
         sa.select(col(BounceEvent.kind), sa.func.count(sa.distinct(col(BounceEvent.delivery_id))))
         .join(Delivery, col(Delivery.id) == col(BounceEvent.delivery_id))
-        .where(col(Delivery.campaign_id) == campaign_id).group_by(col(BounceEvent.kind))
-    ).tuples().all())
+        .where(col(Delivery.campaign_id) == campaign_id).group_by(col(BounceEvent.kind)))}
     handed_over = counts.get("sent", 0) + counts.get("failed", 0)
     hard, soft, complaints = found.get("hard", 0), found.get("soft", 0), found.get("complaint", 0)
     return {"hard": hard, "soft": soft, "complaints": complaints,
