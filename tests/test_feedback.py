@@ -359,3 +359,17 @@ def test_auto_replies_are_never_bounces(headers: str, fx_settings: Settings) -> 
     raw = (f"From: someone@example.com\nTo: bounces+111-15afd952@example.org\n{headers}"
            "Message-ID: <x@example.com>\n\nI will answer later.\n").encode()
     assert classify(raw, fx_settings).kind.value == "auto-reply"
+
+
+@pytest.mark.postgres
+def test_processing_on_postgresql_applies_each_effect_once(pg_engine: Engine, fx_settings: Settings) -> None:
+    fixture_world(pg_engine)
+    messages = [(BOUNCES / n).read_bytes() for n in sorted(EXPECTED)] + [_soft(1), _soft(2)]
+    first = process_all(pg_engine, fx_settings, messages, "mbox")
+    again = process_all(pg_engine, fx_settings, messages, "mbox")
+    assert first.kinds["hard"] == 8 and first.kinds["soft"] == 3 and first.unmatched == 0
+    assert again.duplicates == len(messages)
+    assert _status(pg_engine, "laura.conti@example.net") == "bounced"  # the third soft bounce
+    assert _status(pg_engine, "olga.marino@yahoo.example") == "complained"
+    with session_scope(pg_engine) as session:
+        assert session.execute(select(func.count()).select_from(BounceEvent)).scalar_one() == 12

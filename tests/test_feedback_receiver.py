@@ -182,3 +182,11 @@ def test_the_receiver_needs_a_bounce_address(engine: Engine, settings: Settings)
 
     with pytest.raises(SettingsError, match="WIP_MAILER_BOUNCE_ADDRESS"):
         Receiver(engine, settings, "127.0.0.1", free_port())
+
+
+def test_the_systemd_unit_runs_an_existing_command(cli) -> None:
+    unit = Path(__file__).resolve().parents[1] / "scripts" / "systemd" / "wip-mailer-bounces.service"
+    exec_start = next(line for line in unit.read_text().splitlines() if line.startswith("ExecStart="))
+    args = exec_start.split()[1:]
+    assert args == ["bounces", "receive", "--host", "127.0.0.1", "--port", "2526"]
+    assert cli(*args, "--help").exit_code == 0
