@@ -29,3 +29,19 @@ def test_the_text_tools_stand_alone() -> None:
     loaded = loaded_after("import wip_mailer.text")
     assert "wip_mailer.text.links" in loaded
     assert [name for name in loaded if name != "wip_mailer" and not name.startswith("wip_mailer.text")] == []
+
+
+def test_the_core_stages_do_not_load_feedback() -> None:
+    loaded = loaded_after("import wip_mailer.dispatch, wip_mailer.audience, wip_mailer.web, "
+                          "wip_mailer.schedule")
+    assert "wip_mailer.dispatch.ledger" in loaded
+    assert [name for name in loaded if name.startswith("wip_mailer.feedback")] == []
+
+
+def test_the_cli_loads_no_bounce_parser_until_asked() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", "import wip_mailer.cli, sys; print(sorted(m for m in sys.modules"
+                               " if m.startswith(('flufl', 'wip_mailer.feedback'))))"],
+        capture_output=True, text=True, check=True, timeout=60,
+    )
+    assert result.stdout == "[]\n"

@@ -242,6 +242,8 @@ class Delivery(SQLModel, table=True):
 
 
 class BounceEvent(SQLModel, table=True):
+    """One bounce or complaint about an address: at send time (SMTP 5xx) or read back later."""
+
     __tablename__ = "bounce_event"
     id: int | None = Field(default=None, primary_key=True)
     delivery_id: int | None = Field(
@@ -250,7 +252,45 @@ class BounceEvent(SQLModel, table=True):
     email_hash: str = Field(max_length=64, index=True)
     kind: str = Field(max_length=16)  # hard | soft | complaint
     diagnostic: str = ""
+    status: str = Field(default="", max_length=16)  # RFC 3463 code, e.g. 5.1.1
+    source: str = Field(default="", max_length=32)  # smtp (at send time) | dsn | arf | ...
     received_at: datetime = _created()
+
+
+class InboundKind(StrEnum):
+    HARD = "hard"
+    SOFT = "soft"
+    DELAY = "delay"
+    COMPLAINT = "complaint"
+    UNSUBSCRIBE = "unsubscribe"
+    AUTO_REPLY = "auto-reply"
+    NOT_A_BOUNCE = "not-a-bounce"
+
+
+class InboundMessage(SQLModel, table=True):
+    """A message that came back to the bounce address, processed once (feedback stage).
+
+    ``message_key`` (its Message-ID, or a hash of its bytes) makes processing it again a
+    no-op. A message that matched no delivery or subscriber keeps its bytes for inspection.
+    """
+
+    __tablename__ = "inbound_message"
+    id: int | None = Field(default=None, primary_key=True)
+    message_key: str = Field(unique=True, max_length=200)
+    source: str = Field(default="", max_length=16)  # mbox | maildir | imap | smtp
+    kind: str = Field(max_length=16, index=True)  # an InboundKind
+    matched: bool = False
+    delivery_id: int | None = Field(default=None, foreign_key="delivery.id", ondelete="SET NULL")
+    campaign_id: int | None = Field(default=None, foreign_key="campaign.id", ondelete="SET NULL")
+    subscriber_id: int | None = Field(
+        default=None, foreign_key="subscriber.id", index=True, ondelete="SET NULL"
+    )
+    recipients: list[dict[str, Any]] = _json(list)  # [{"address", "status", "action", "diagnostic"}]
+    subject: str = Field(default="", max_length=300)
+    effect: str = Field(default="", max_length=300)  # what processing did, in words
+    raw: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    received_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False,
+                                                                           index=True))
 
 
 # --- schedule ----------------------------------------------------------------------------

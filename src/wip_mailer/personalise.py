@@ -129,6 +129,56 @@ def verp_address(settings: Settings, delivery_id: int | None) -> str:
     return _verp(settings.require_secret_key(), parseaddr(settings.bounce_address)[1], delivery_id)
 
 
+@dataclass(frozen=True)
+class DeliveryRef:
+    """What a verified VERP address or Message-ID names."""
+
+    delivery_id: int
+    campaign_id: int | None = None  # known from a Message-ID, not from a VERP address
+
+
+_VERP_TAIL = re.compile(r"\+(\d{1,18})-([0-9a-f]{8})$")
+_MESSAGE_ID = re.compile(r"wip\.(\d{1,18})\.(\d{1,18})\.([0-9a-f]{10})@(.+)")
+
+
+def _verp_tail(settings: Settings, address: str) -> re.Match[str] | None:
+    if not settings.bounce_address:
+        return None
+    local, _, domain = parseaddr(address)[1].strip().rpartition("@")
+    base_local, _, base_domain = parseaddr(settings.bounce_address)[1].rpartition("@")
+    if domain.lower() != base_domain.lower() or not local.lower().startswith(base_local.lower() + "+"):
+        return None
+    return _VERP_TAIL.fullmatch(local[len(base_local):].lower())
+
+
+def is_verp_shaped(settings: Settings, address: str) -> bool:
+    """Whether ``address`` has the form of one of our VERP addresses (verified or not)."""
+    return _verp_tail(settings, address) is not None
+
+
+def read_verp(settings: Settings, address: str) -> DeliveryRef | None:
+    """The delivery a VERP address made by ``verp_address`` names, or None when the address is
+    not one of ours or its HMAC does not verify (a forged address matches nothing)."""
+    match = _verp_tail(settings, address)
+    if match is None:
+        return None
+    expected = _tag(settings.require_secret_key(), "verp", str(int(match[1])), 8)
+    if not hmac.compare_digest(expected, match[2]) or str(int(match[1])) != match[1]:
+        return None
+    return DeliveryRef(int(match[1]))
+
+
+def read_message_id(settings: Settings, message_id: str) -> DeliveryRef | None:
+    """The delivery a Message-ID made by ``delivery_message_id`` names, or None (not ours, forged)."""
+    match = _MESSAGE_ID.fullmatch(message_id.strip().strip("<>").strip())
+    if match is None or match[4].lower() != settings.sender_domain.lower():
+        return None
+    key = f"{match[1]}.{match[2]}"
+    if not hmac.compare_digest(_tag(settings.require_secret_key(), "mid", key), match[3]):
+        return None
+    return DeliveryRef(int(match[2]), int(match[1]))
+
+
 # --- header helpers ------------------------------------------------------------------------
 
 def check_header_value(what: str, value: str) -> str:

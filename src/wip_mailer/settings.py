@@ -30,6 +30,7 @@ ENV_TEMPLATE = Path(__file__).with_name("env.template")
 
 SmtpSecurity = Literal["none", "starttls", "tls"]
 T = TypeVar("T")
+_SECRETS = {"smtp_password", "secret_key", "imap_password"}
 
 
 @dataclass(frozen=True)
@@ -66,10 +67,15 @@ class Settings:
     scheduler_poll_seconds: float = 5.0
     import_max_field_chars: int = 4096
     demo: bool = False
+    bounce_soft_limit: int = 3
+    bounce_soft_window_days: int = 30
+    bounce_spool_dir: str = "wip-mailer-bounces"
+    imap_password: str = ""
+    imap_processed_folder: str = ""
 
     def __repr__(self) -> str:  # never show secrets in logs or tracebacks
         shown = {
-            f.name: ("***" if f.name in {"smtp_password", "secret_key"} and getattr(self, f.name)
+            f.name: ("***" if f.name in _SECRETS and getattr(self, f.name)
                      else getattr(self, f.name))
             for f in fields(self)
         }
@@ -214,6 +220,8 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     # csv's own limit is 131,072 characters a field: stay below it.
     "IMPORT_MAX_FIELD_CHARS": lambda k, v: _int(k, v, 64, 100_000),
     "DEMO": _bool,
+    "BOUNCE_SOFT_LIMIT": lambda k, v: _int(k, v, 1, 100),
+    "BOUNCE_SOFT_WINDOW_DAYS": lambda k, v: _int(k, v, 1, 3650),
 }
 
 # Environment key (without prefix) -> Settings field, where the names differ.
@@ -290,7 +298,7 @@ def load_settings(
             warn(unknown_key_warning(full_key, where[full_key]))
             continue
         text = text.strip()
-        if text == "" and key not in ("SMTP_USER", "SMTP_PASSWORD"):
+        if text == "" and key not in ("SMTP_USER", "SMTP_PASSWORD", "IMAP_PASSWORD"):
             continue  # empty means "use the default"
         kind = control_character(text)
         if kind is not None:  # FROM, REPLY_TO, BOUNCE_ADDRESS, DKIM_* go into headers: never a line break

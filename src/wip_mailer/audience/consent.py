@@ -32,6 +32,8 @@ class EventKind(StrEnum):
     CONFIRM = "confirm"  # clicked the confirmation link
     UNSUBSCRIBE = "unsubscribe"
     ERASE = "erase"  # personal data deleted (kept without subscriber or address)
+    BOUNCE = "bounce"  # suppressed: the address bounced (hard, or too many soft bounces)
+    COMPLAINT = "complaint"  # reported a message as spam (ARF): off every list, suppressed
 
 
 class JoinOutcome(StrEnum):

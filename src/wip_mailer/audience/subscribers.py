@@ -17,6 +17,7 @@ from wip_mailer.audience.addresses import (
     normalise_language,
     normalise_tags,
 )
+from wip_mailer.audience.bounces import bounce_history
 from wip_mailer.audience.confirmation import ConfirmationRequest, send_confirmations
 from wip_mailer.audience.consent import Actor, EventKind, JoinOutcome, join_list, record_event, unsubscribe
 from wip_mailer.audience.csv_reader import escape_formula
@@ -29,6 +30,7 @@ from wip_mailer.fields import check_single_line
 from wip_mailer.models import (
     ConsentEvent,
     Delivery,
+    InboundMessage,
     MailingList,
     Membership,
     Subscriber,
@@ -181,13 +183,24 @@ def _profile_dict(subscriber: Subscriber) -> dict[str, Any]:
     }
 
 
+def _consent_events(session: Session, subscriber_id: int) -> list[dict[str, Any]]:
+    list_names = dict(session.execute(sa.select(col(MailingList.id), col(MailingList.name))).all())
+    events = session.exec(select(ConsentEvent).where(ConsentEvent.subscriber_id == subscriber_id)
+                          .order_by(col(ConsentEvent.at), col(ConsentEvent.id))).all()
+    return [{"kind": e.kind, "list": list_names.get(e.list_id) if e.list_id else None, "at": e.at,
+             "source": e.source, "ip": e.ip, "user_agent": e.user_agent, "text_version": e.text_version}
+            for e in events]
+
+
 def show_subscriber(session: Session, email: str) -> dict[str, Any]:
-    """The subscriber's fields, status and memberships."""
+    """The subscriber's fields, status, memberships and history (consent events, bounces)."""
     subscriber = find_subscriber(session, email)
     assert subscriber.id is not None
     info = _profile_dict(subscriber)
     info["memberships"] = _memberships(session, subscriber.id)
     info["suppressed"] = suppression_reason(session, subscriber.email)
+    info["history"] = _consent_events(session, subscriber.id)
+    info["bounces"] = bounce_history(session, subscriber.email)
     return info
 
 
@@ -196,18 +209,13 @@ def export_personal_data(session: Session, email: str) -> dict[str, Any]:
     subscriber = find_subscriber(session, email)
     assert subscriber.id is not None
     list_names = dict(session.execute(sa.select(col(MailingList.id), col(MailingList.name))).all())
-    events = session.exec(select(ConsentEvent).where(ConsentEvent.subscriber_id == subscriber.id)
-                          .order_by(col(ConsentEvent.at), col(ConsentEvent.id))).all()
     deliveries = session.exec(select(Delivery).where(Delivery.subscriber_id == subscriber.id)
                               .order_by(col(Delivery.id))).all()
     return {
         "subscriber": _profile_dict(subscriber),
         "memberships": _memberships(session, subscriber.id),
-        "consent_events": [
-            {"kind": e.kind, "list": list_names.get(e.list_id) if e.list_id else None, "at": e.at,
-             "source": e.source, "ip": e.ip, "user_agent": e.user_agent, "text_version": e.text_version}
-            for e in events
-        ],
+        "consent_events": _consent_events(session, subscriber.id),
+        "bounces": bounce_history(session, subscriber.email),
         "deliveries": [
             {"campaign_id": d.campaign_id, "list": list_names.get(d.list_id) if d.list_id else None,
              "email": d.email, "state": d.state, "attempts": d.attempts, "sent_at": d.sent_at,
@@ -230,7 +238,8 @@ def erase_subscriber(session: Session, email: str, *, source: str = "cli") -> Er
 
     Memberships and consent events go with the subscriber row (database cascade); an
     anonymous ``erase`` event (no subscriber, no address) records that erasure happened.
-    Dispatch-ledger rows keep their state but lose the address. An address we hold
+    Dispatch-ledger rows keep their state but lose the address; so do the bounces and
+    complaints received about them. An address we hold
     nothing on is suppressed all the same, so a later import cannot add it.
     """
     address = _lookup_form(email)
@@ -243,6 +252,9 @@ def erase_subscriber(session: Session, email: str, *, source: str = "cli") -> Er
         blanked = session.execute(
             sa.update(Delivery).where(col(Delivery.subscriber_id) == subscriber.id).values(email="")
         ).rowcount  # type: ignore[attr-defined]
+        # Bounces and complaints about them keep their kind and date, not the address or the bytes.
+        session.execute(sa.update(InboundMessage).where(col(InboundMessage.subscriber_id) == subscriber.id)
+                        .values(recipients=[], raw=None))
         session.execute(sa.delete(Subscriber).where(col(Subscriber.id) == subscriber.id))
         session.expunge(subscriber)
     record_event(session, None, None, EventKind.ERASE, Actor(source=source))

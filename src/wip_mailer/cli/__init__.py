@@ -38,6 +38,8 @@ COMMANDS: dict[str, LazyCommand] = {
                                "import, export; GDPR access and erasure."),
     "serve": LazyCommand("web", "serve", "Serve the unsubscribe (RFC 8058 one-click), confirmation and "
                          "preferences pages."),
+    "bounces": LazyCommand("feedback", "bounces_group", "Bounces, complaints and mailto unsubscribes "
+                           "that come back to the bounce address."),
     "send": LazyCommand("dispatch", "send", "Send edition SLUG to every active subscriber of the lists, "
                         "once each."),
     "campaigns": LazyCommand("dispatch", "campaigns", "Campaigns: the sends of an edition, their "

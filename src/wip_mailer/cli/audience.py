@@ -101,6 +101,13 @@ def subscribers_show(app: App, email: str, as_json: bool) -> None:
             for m in value:
                 since = m["subscribed_at"].astimezone(app.settings.tz)
                 click.echo(f"list {m['list']}: {m['status']} (since {since:%Y-%m-%d})")
+        elif key == "history":
+            for e in value:
+                click.echo(f"{e['at']:%Y-%m-%d %H:%M} {e['kind']}{' ' + e['list'] if e['list'] else ''}"
+                           f" ({e['source']})")
+        elif key == "bounces":
+            for b in value:
+                click.echo(f"{b['at']:%Y-%m-%d %H:%M} {b['kind']} bounce {b['status']} ({b['source']})")
         elif value not in (None, "", [], {}):
             click.echo(f"{key}: {', '.join(value) if isinstance(value, list) else value}")
 

@@ -200,7 +200,14 @@ def campaigns_list(app: App, as_json: bool) -> None:
         click.echo(f"{row['id']:>4}  {row['edition']:<16} {row['status']:<9} "
                    f"{row['recipients']:>7} recipients  "
                    f"{counts['sent']} sent, {counts['deferred']} deferred, {counts['failed']} failed, "
-                   f"{counts['skipped']} skipped, {counts['in_doubt']} in doubt  ({', '.join(row['lists'])})")
+                   f"{counts['skipped']} skipped, {counts['in_doubt']} in doubt  ({', '.join(row['lists'])}) "
+                   f" {_complaint_rate(row['bounces'])}")
+
+
+def _complaint_rate(bounces: dict[str, Any]) -> str:
+    over = bounces["complaint_rate"] >= bounces["complaint_limit"]
+    return (f"complaints {bounces['complaint_rate']:.2%} (Gmail's line "
+            f"{bounces['complaint_limit']:.1%}{': OVER' if over else ''})")
 
 
 @campaigns.command("status")
@@ -236,6 +243,9 @@ def _describe(app: App, row: dict[str, Any]) -> None:
     click.echo(f"Campaign {row['id']} of edition {row['edition']}: {status}, "
                f"{row['recipients']} recipients ({', '.join(row['lists'])}).")
     click.echo("  " + ", ".join(f"{number} {state.replace('_', ' ')}" for state, number in counts.items()))
+    bounces = row["bounces"]
+    click.echo(f"  bounces: {bounces['hard']} hard ({bounces['hard_rate']:.2%}), {bounces['soft']} soft "
+               f"({bounces['soft_rate']:.2%}); {_complaint_rate(bounces)}: {bounces['complaints']}")
     if row["sender"]:
         click.echo(f"  Being sent by {row['sender']} (lease until {_local(app, row['sender_lease_until'])}); "
                    f"pause it with `wip-mailer campaigns pause {row['id']}`.")

@@ -42,6 +42,27 @@ def _last_activity(session: Session, campaign_id: int) -> Any:
                            .where(col(Delivery.campaign_id) == campaign_id)).scalar()
 
 
+GMAIL_COMPLAINT_LIMIT = 0.003  # Gmail's sender guidelines: keep spam reports below 0.3%
+
+
+def _bounce_counts(session: Session, campaign_id: int, counts: dict[str, int]) -> dict[str, Any]:
+    """Hard and soft bounces (at send time and read back later) and complaints, with their rates:
+    bounces over the messages handed over (sent + failed), complaints over those sent."""
+    from wip_mailer.models import BounceEvent
+
+    found: dict[str, int] = {kind: number for kind, number in session.execute(
+        sa.select(col(BounceEvent.kind), sa.func.count(sa.distinct(col(BounceEvent.delivery_id))))
+        .join(Delivery, col(Delivery.id) == col(BounceEvent.delivery_id))
+        .where(col(Delivery.campaign_id) == campaign_id).group_by(col(BounceEvent.kind)))}
+    handed_over = counts.get("sent", 0) + counts.get("failed", 0)
+    hard, soft, complaints = found.get("hard", 0), found.get("soft", 0), found.get("complaint", 0)
+    return {"hard": hard, "soft": soft, "complaints": complaints,
+            "hard_rate": hard / handed_over if handed_over else 0.0,
+            "soft_rate": soft / handed_over if handed_over else 0.0,
+            "complaint_rate": complaints / counts["sent"] if counts.get("sent") else 0.0,
+            "complaint_limit": GMAIL_COMPLAINT_LIMIT}
+
+
 def _campaign_row(session: Session, campaign: Campaign, slug: str) -> dict[str, Any]:
     assert campaign.id is not None
     counts = ledger.state_counts(session, campaign.id)
@@ -51,6 +72,7 @@ def _campaign_row(session: Session, campaign: Campaign, slug: str) -> dict[str, 
         "id": campaign.id, "edition": slug, "status": campaign.status,
         "lists": campaign.audience.get("lists", []), "segment": campaign.audience.get("segment"),
         "recipients": campaign.recipient_count, "counts": counts,
+        "bounces": _bounce_counts(session, campaign.id, counts),
         "created_at": campaign.created_at, "started_at": campaign.started_at,
         "finished_at": campaign.finished_at,
         "sender": str(sender) if sender else None,

@@ -34,7 +34,7 @@ import sqlalchemy as sa
 from sqlalchemy import Engine
 from sqlmodel import Session, SQLModel
 
-from wip_mailer.audience import Recipient, email_hash, suppress
+from wip_mailer.audience import Recipient, email_hash, record_hard_bounce
 from wip_mailer.db import utcnow
 from wip_mailer.dispatch.journal import journal_path, read_journal
 from wip_mailer.lease import Lease
@@ -273,6 +273,12 @@ _RECORD = (
 )
 
 
+def _status_code(reply: str) -> str:
+    """The enhanced status code (RFC 3463) of an SMTP reply, or ""."""
+    words = reply.split()
+    return words[1] if len(words) > 1 and words[1][:1] in "245" and words[1].count(".") == 2 else ""
+
+
 def record_results(engine: Engine, results: Sequence[Result]) -> None:
     """Write a batch of outcomes in one transaction (executemany); suppress hard bounces.
 
@@ -289,8 +295,9 @@ def record_results(engine: Engine, results: Sequence[Result]) -> None:
     with Session(engine) as session, session.begin():
         session.connection().execute(_RECORD, params)
         for result in results:
-            if result.hard_bounce:
-                suppress(session, result.email, "bounced", result.reply)
+            if result.hard_bounce:  # the same effect as a hard bounce read back later (feedback)
+                record_hard_bounce(session, result.email, delivery_id=result.delivery_id,
+                                   diagnostic=result.reply, status=_status_code(result.reply), source="smtp")
 
 
 # --- settling rows after a crash ----------------------------------------------------------
