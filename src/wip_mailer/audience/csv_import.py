@@ -351,11 +351,12 @@ def import_csv(engine: Engine, settings: Settings, path: Path, list_name: str, *
     """
     with tempfile.TemporaryDirectory(prefix="wip-mailer-import-") as folder:
         is_zip = path.suffix.lower() == ".zip"
-        files = ([(path.with_name(f"{path.name}/{name}"), unpacked)
+        files = ([(path / name, unpacked)
                   for name, unpacked in unpack_export(path, Path(folder))] if is_zip else [(path, path)])
         with Session(engine, expire_on_commit=False) as session:
             try:
                 mailing_list = get_list(session, list_name)
+                asks_confirmation = mailing_list.double_opt_in
                 parts = [ImportReport(path=label, dry_run=dry_run) for label, _ in files]
                 writer = _ChunkWriter(session, mailing_list, double_opt_in=double_opt_in, source="",
                                       report=parts[0])
@@ -369,8 +370,8 @@ def import_csv(engine: Engine, settings: Settings, path: Path, list_name: str, *
                 session.rollback()
                 raise
     report = _combined(path, parts) if is_zip else parts[0]
-    report.double_opt_in_list = mailing_list.double_opt_in
-    report.confirmed_by_source = mailing_list.double_opt_in and not double_opt_in and report.added > 0
+    report.double_opt_in_list = asks_confirmation
+    report.confirmed_by_source = asks_confirmation and not double_opt_in and report.added > 0
     if dry_run:
         return report
     for part, (header, delimiter, bom) in zip(parts, headers, strict=True):
