@@ -4,6 +4,8 @@ kept as an attribute, consent times and IPs kept, nobody who left or bounced is 
 
 from __future__ import annotations
 
+import csv
+import json
 import shutil
 import zipfile
 from datetime import UTC, datetime
@@ -14,7 +16,7 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 
 from wip_mailer import db
-from wip_mailer.audience import lists, select_recipients, subscribers
+from wip_mailer.audience import csv_import, lists, select_recipients, subscribers
 from wip_mailer.models import ConsentEvent, Membership, Subscriber, Suppression
 
 DATA = Path(__file__).parent / "data" / "exports"
@@ -257,3 +259,49 @@ def test_double_opt_in_list_says_once_on_whose_authority(cli, engine, stampa, wo
     with db.session_scope(engine) as session:
         status = session.exec(select(Membership.status).where(col(Membership.subscriber_id) == 3)).one()
     assert status == "pending"
+
+
+@pytest.mark.parametrize("by_list", [True, False])
+def test_export_import_export_gives_the_same_file(cli, engine, settings, stampa, workdir, by_list) -> None:
+    for name in ("keila.csv", "listmonk-export.csv", "substack.csv", "beehiiv.csv"):
+        assert cli("subscribers", "import", str(DATA / name), "--list", "stampa").exit_code == 0
+    cli("subscribers", "import", str(_mailchimp_zip(workdir)), "--list", "stampa")
+    own = workdir / "own.csv"
+    own.write_text("email,name,tags,status,attr.sector\nwait@example.org,Wait,press,pending,=culture\n"
+                   "ada@example.org,Ada,,,\n", encoding="utf-8")
+    assert cli("subscribers", "import", str(own), "--list", "stampa").exit_code == 0
+    with db.session_scope(engine) as session:
+        lists.create_list(session, "altra", double_opt_in=False)
+    subscribers.add_subscriber(engine, settings, "ada@example.org", ["altra"], source="telefono",
+                               profile=subscribers.Profile(attributes={"sector": "science"}))
+    with db.session_scope(engine) as session:
+        subscribers.remove_subscriber(session, "hugo@example.org", "stampa", source="email di Hugo")
+    scope = ["--list", "stampa"] if by_list else []
+    first = workdir / "first.csv"
+    assert cli("subscribers", "export", *scope, "--out", str(first)).exit_code == 0
+
+    copy = db.create_database(f"sqlite:///{workdir / 'copy.db'}")
+    with db.session_scope(copy) as session:
+        lists.create_list(session, "stampa", double_opt_in=True)
+    report = csv_import.import_csv(copy, settings, first, "stampa")
+    assert report.rejected == []
+    second = workdir / "second.csv"
+    with db.session_scope(copy) as session, second.open("w", encoding="utf-8", newline="") as handle:
+        subscribers.export_csv(session, handle, list_name="stampa" if by_list else None)
+
+    text = first.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    assert lines[0].startswith("email,name,language,organisation,country,tags,status,suppressed,consent,"
+                               "attr.")
+    assert "attr.Phone Number" in lines[0] and "attr.sector" in lines[0]
+    assert len(lines) == 1 + 15
+    assert sorted(second.read_text(encoding="utf-8").splitlines()) == sorted(lines)
+    rows = {r["email"]: r for r in csv.DictReader(first.open(encoding="utf-8", newline=""))}
+    assert (rows["dario@example.org"]["status"], rows["dario@example.org"]["suppressed"]) == (
+        "unsubscribed", "blocklisted")
+    assert (rows["gone@example.com"]["status"], rows["wait@example.org"]["status"]) == ("bounced", "pending")
+    assert rows["wait@example.org"]["attr.sector"] == "'=culture"
+    anna = json.loads(rows["anna.rossi@example.org"]["consent"])
+    assert anna[0] == {"kind": "request", "at": "2021-03-01T09:15:02+00:00", "source": "import:mailchimp",
+                       "ip": "203.0.113.7"}
+    assert json.loads(rows["elena@example.org"]["attr.since"]) == 2019

@@ -149,7 +149,7 @@ class _ChunkWriter:
             subscriber_id = ids[row.email]
             current = existing.get(row.email)
             membership = memberships.get(subscriber_id)
-            if row.status in _LEFT:
+            if row.status in _LEFT or row.suppress:
                 left.append((row, subscriber_id, current, membership))
                 continue
             pending = self.pending or row.status == SubscriberStatus.PENDING

@@ -79,6 +79,8 @@ HEADER_ALIASES: dict[str, tuple[str, ...]] = {
     "country": ("paese", "nazione", "country code", "stato", "country/region", "pays"),
     "tags": ("tag", "etichette", "etichetta", "labels", "categorie"),
     "status": ("stato iscrizione",),
+    "suppressed": (),
+    "consent": (),
 }
 _PARTS = ("first_name", "last_name")  # joined into name when the file has no name column
 
