@@ -305,3 +305,34 @@ def test_export_import_export_gives_the_same_file(cli, engine, settings, stampa,
     assert anna[0] == {"kind": "request", "at": "2021-03-01T09:15:02+00:00", "source": "import:mailchimp",
                        "ip": "203.0.113.7"}
     assert json.loads(rows["elena@example.org"]["attr.since"]) == 2019
+
+
+def test_suppressions_can_be_seen_and_lifted_with_the_lift_on_record(cli, engine, stampa, workdir) -> None:
+    cli("subscribers", "import", str(DATA / "keila.csv"), "--list", "stampa")
+    cli("subscribers", "import", str(DATA / "listmonk-export.csv"), "--list", "stampa")
+    cli("subscribers", "erase", "elena@example.org", "--yes")
+    result = cli("suppressions", "list", "--json")
+    assert result.exit_code == 0, result.stderr
+    entries = json.loads(result.stdout)
+    assert [(e["email"], e["reason"]) for e in entries] == [
+        ("gaia@example.org", "bounced"), ("dario@example.org", "blocklisted"), (None, "erased")]
+    text = cli("suppressions", "list", "--reason", "bounced")
+    assert text.stdout.startswith("gaia@example.org\tbounced\t") and text.stdout.count("\n") == 1
+    assert "(address not held; hash " in cli("suppressions", "list", "--reason", "erased").stdout
+
+    assert "gaia@example.org" not in _recipients(engine)
+    lifted = cli("suppressions", "remove", "Gaia@Example.org", "--reason", "the mailbox was only full")
+    assert (lifted.exit_code, lifted.stdout) == (
+        0, "Lifted the suppression of Gaia@Example.org (it was bounced).\n")
+    gaia = _person(engine, "gaia@example.org")
+    assert (gaia["subscriber"]["status"], gaia["suppressed"]) == ("active", None)
+    assert (gaia["consent_events"][-1]["kind"], gaia["consent_events"][-1]["source"]) == ("unsuppress", "cli")
+    with db.session_scope(engine) as session:
+        event = session.exec(select(ConsentEvent).where(ConsentEvent.kind == "unsuppress")).one()
+    assert event.detail == "was bounced: the mailbox was only full"
+    assert "gaia@example.org" in _recipients(engine)
+
+    again = cli("suppressions", "remove", "gaia@example.org", "--reason", "twice")
+    assert (again.exit_code, again.stderr) == (1, "Error: gaia@example.org is not on the suppression list.\n")
+    empty = cli("suppressions", "remove", "dario@example.org", "--reason", "  ")
+    assert empty.exit_code == 1 and "Say why the suppression is lifted" in empty.stderr

@@ -30,6 +30,7 @@ class EventKind(StrEnum):
     CONFIRM = "confirm"  # clicked the confirmation link
     UNSUBSCRIBE = "unsubscribe"
     ERASE = "erase"  # personal data deleted (kept without subscriber or address)
+    UNSUPPRESS = "unsuppress"  # a suppression lifted by an admin (the reason in detail)
 
 
 class JoinOutcome(StrEnum):

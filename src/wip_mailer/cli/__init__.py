@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from wip_mailer import __version__
-from wip_mailer.cli import admin, audience, dispatch, render, schedule, web
+from wip_mailer.cli import admin, audience, dispatch, render, schedule, suppressions, web
 from wip_mailer.cli import editorial as editorial_cli
 from wip_mailer.cli.common import App, WipGroup
 
@@ -36,6 +36,7 @@ main.add_command(render.check)
 main.add_command(render.archive_group)
 main.add_command(audience.lists_group)
 main.add_command(audience.subscribers_group)
+main.add_command(suppressions.suppressions_group)
 main.add_command(web.serve)
 main.add_command(dispatch.send)
 main.add_command(dispatch.campaigns)
