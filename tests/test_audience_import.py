@@ -127,8 +127,8 @@ def test_unknown_header_is_a_file_error_before_any_row(engine, settings, stampa,
         csv_import.import_csv(engine, settings, source, "stampa")
     assert str(caught.value) == (
         f"The file {source} has the unknown column 'phone number' (column 3); known columns are email, name, "
-        "language, organisation, country, tags, status, attr.NAME: rename it, or call it attr.phonenumber "
-        "to keep it as an attribute, or delete it."
+        "language, organisation, country, tags, status, suppressed, consent, attr.NAME: rename it, or call "
+        "it attr.phonenumber to keep it as an attribute, or delete it."
     )
     assert _counts(engine) == (0, 0, 0)
 

@@ -159,6 +159,8 @@ class ConsentEvent(SQLModel, table=True):
     ip: str | None = Field(default=None, max_length=64)
     user_agent: str | None = Field(default=None, max_length=400)
     text_version: str | None = Field(default=None, max_length=64)
+    # Why, when the source said so (e.g. the unsubscribe reason an imported export gives).
+    detail: str | None = Field(default=None, max_length=500)
 
 
 class Suppression(SQLModel, table=True):

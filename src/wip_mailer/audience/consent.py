@@ -34,6 +34,7 @@ class EventKind(StrEnum):
     ERASE = "erase"  # personal data deleted (kept without subscriber or address)
     BOUNCE = "bounce"  # suppressed: the address bounced (hard, or too many soft bounces)
     COMPLAINT = "complaint"  # reported a message as spam (ARF): off every list, suppressed
+    UNSUPPRESS = "unsuppress"  # a suppression lifted by an admin (the reason in detail)
 
 
 class JoinOutcome(StrEnum):

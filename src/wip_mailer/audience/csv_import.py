@@ -13,8 +13,10 @@ the file is streamed, so memory is bounded by a chunk, not by the file.
 from __future__ import annotations
 
 import csv
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +26,19 @@ from sqlmodel import Session, col
 
 from wip_mailer.audience.confirmation import ConfirmationRequest, send_confirmations
 from wip_mailer.audience.consent import EventKind
-from wip_mailer.audience.csv_reader import Rejection
-from wip_mailer.audience.csv_rows import HEADER_ALIASES, KNOWN_COLUMNS, SubscriberRow, open_subscribers
+from wip_mailer.audience.csv_reader import Rejection, escape_formula
+from wip_mailer.audience.csv_rows import (
+    HEADER_ALIASES,
+    KNOWN_COLUMNS,
+    Correction,
+    ImportedEvent,
+    SubscriberRow,
+)
+from wip_mailer.audience.formats import OWN, open_export
+from wip_mailer.audience.formats.mailchimp import unpack_export
 from wip_mailer.audience.lists import get_list
 from wip_mailer.audience.suppression import email_hash
-from wip_mailer.db import BULK_CHUNK, group_by_keys, insert_many, session_scope, utcnow
+from wip_mailer.db import BULK_CHUNK, group_by_keys, insert_many, utcnow
 from wip_mailer.errors import InvalidInputError
 from wip_mailer.models import (
     ConsentEvent,
@@ -42,13 +52,16 @@ from wip_mailer.models import (
 from wip_mailer.settings import Settings
 
 __all__ = ["CHUNK", "HEADER_ALIASES", "KNOWN_COLUMNS", "ImportReport", "Rejection", "import_csv",
-           "write_rejects"]
+           "write_changes", "write_rejects"]
 
 CHUNK = BULK_CHUNK  # rows per chunk (and per bulk statement)
 
 _subscriber = Subscriber.__table__  # type: ignore[attr-defined]
 _membership = Membership.__table__  # type: ignore[attr-defined]
 _event = ConsentEvent.__table__  # type: ignore[attr-defined]
+_suppression = Suppression.__table__  # type: ignore[attr-defined]
+_LEFT = ("unsubscribed", "bounced", "complained")  # row statuses of people never mailed
+_STICKY = (SubscriberStatus.BOUNCED, SubscriberStatus.COMPLAINED)
 
 
 @dataclass
@@ -64,6 +77,17 @@ class ImportReport:
     confirmations_sent: int = 0
     encoding: str = "UTF-8"  # how the file was read (UTF-8, UTF-16 or Windows-1252)
     has_header: bool = True
+    kept_out: int = 0  # people on record who are never mailed (left, bounced... there or here)
+    corrections: list[Correction] = field(default_factory=list)
+    format: str = OWN  # formats.FORMAT_NAMES
+    format_label: str = "wip-mailer"
+    mapping: list[tuple[str, str]] = field(default_factory=list)  # (column, what it becomes)
+    source: str = ""  # the consent source recorded for the rows
+    double_opt_in_list: bool = False  # the list asks for confirmation...
+    confirmed_by_source: bool = False  # ...and the rows became active on the source's authority
+    dry_run: bool = False
+    changes_path: Path | None = None
+    parts: list[ImportReport] = field(default_factory=list)  # the files of a ZIP export
 
 
 class _ChunkWriter:
@@ -93,18 +117,20 @@ class _ChunkWriter:
             .where(col(Suppression.email_hash).in_(list(hashes)))).all())
         kept = []
         for key, row in hashes.items():
-            if key in suppressed:
-                self.reject(row, f"{row.email} is on the suppression list ({suppressed[key]})")
-            else:
+            if key not in suppressed:
                 kept.append(row)
+            elif row.status in _LEFT:
+                self.report.kept_out += 1  # the file says no as well: nothing to change
+            else:
+                self.reject(row, f"{row.email} is on the suppression list ({suppressed[key]})")
         existing = {
             r.email: r for r in session.execute(
                 sa.select(_subscriber).where(_subscriber.c.email.in_([r.email for r in kept])))
         }
         new_rows = [r for r in kept if r.email not in existing]
-        status = SubscriberStatus.PENDING if self.pending else SubscriberStatus.ACTIVE
         if new_rows:
-            insert_many(session, _subscriber, [self._new_subscriber(r, status, now) for r in new_rows])
+            insert_many(session, _subscriber, [self._new_subscriber(r, self._first_status(r), now)
+                                               for r in new_rows])
         ids = dict(session.execute(
             sa.select(_subscriber.c.email, _subscriber.c.id)
             .where(_subscriber.c.email.in_([r.email for r in kept]))).all())
@@ -118,12 +144,17 @@ class _ChunkWriter:
         new_members: list[dict[str, Any]] = []
         activated: list[dict[str, Any]] = []
         events: list[dict[str, Any]] = []
+        left: list[tuple[SubscriberRow, int, Any, str | None]] = []
         for row in kept:
             subscriber_id = ids[row.email]
             current = existing.get(row.email)
             membership = memberships.get(subscriber_id)
+            if row.status in _LEFT or row.suppress:
+                left.append((row, subscriber_id, current, membership))
+                continue
+            pending = self.pending or row.status == SubscriberStatus.PENDING
             if current is not None:
-                if current.status in (SubscriberStatus.BOUNCED, SubscriberStatus.COMPLAINED):
+                if current.status in _STICKY:
                     self.reject(row, f"{row.email} is marked {current.status}")
                     continue
                 if membership == MembershipStatus.UNSUBSCRIBED:
@@ -135,24 +166,24 @@ class _ChunkWriter:
                     profile_updates.append({"b_id": subscriber_id, **changes, "updated_at": now})
                     self.report.updated += 1
             if membership is None:
-                new_members.append({
-                    "subscriber_id": subscriber_id, "list_id": self.list_id, "status": status,
-                    "subscribed_at": now, "confirmed_at": None if self.pending else now,
-                    "unsubscribed_at": None,
-                })
-                events.append(self._event(subscriber_id, EventKind.REQUEST if self.pending
-                                          else EventKind.SUBSCRIBE, now))
+                status = MembershipStatus.PENDING if pending else MembershipStatus.ACTIVE
+                history = self._history(subscriber_id, row, now)
+                if not history or self.pending:
+                    history.append(self._event(subscriber_id, EventKind.REQUEST if pending
+                                               else EventKind.SUBSCRIBE, now))
+                events += history
+                new_members.append(self._membership(subscriber_id, status, history, now))
                 self.report.added += 1
                 if self.pending:
                     self.confirmations.append(self._confirmation(subscriber_id, row, current))
-            elif membership == MembershipStatus.PENDING and not self.pending:
+            elif membership == MembershipStatus.PENDING and not pending:
                 activated.append({"b_subscriber_id": subscriber_id, "confirmed_at": now})
                 events.append(self._event(subscriber_id, EventKind.SUBSCRIBE, now))
                 self.report.reactivated += 1
             elif current is not None and not self._profile_changes(current, row):
                 self.report.unchanged += 1
             if current is not None and (membership is None or membership == MembershipStatus.PENDING):
-                wanted = self._status_after(current.status)
+                wanted = self._status_after(current.status, pending)
                 if wanted != current.status:
                     status_updates.append({"b_id": subscriber_id, "status": wanted, "updated_at": now})
 
@@ -175,9 +206,63 @@ class _ChunkWriter:
                 activated)
         if events:
             insert_many(session, _event, events)
+        for row, subscriber_id, current, membership in left:
+            self._keep_out(row, subscriber_id, current, membership, now)
 
-    def _status_after(self, status: str) -> str:
-        if status == SubscriberStatus.ACTIVE or not self.pending:
+    def _keep_out(self, row: SubscriberRow, subscriber_id: int, current: Any, membership: str | None,
+                  now: datetime) -> None:
+        """Someone who left or bounced elsewhere: on record, never mailed (one row at a time:
+        these are few, and each may change a membership and the subscriber's status)."""
+        session = self.session
+        self.report.kept_out += 1
+        if current is not None:
+            changes = self._profile_changes(current, row)
+            if changes:
+                session.execute(sa.update(_subscriber).where(_subscriber.c.id == subscriber_id)
+                                .values(**changes, updated_at=now))
+        history = self._history(subscriber_id, row, now)
+        leaving = row.status == SubscriberStatus.UNSUBSCRIBED
+        if leaving and not any(e["kind"] == EventKind.UNSUBSCRIBE for e in history):
+            history.append(self._event(subscriber_id, EventKind.UNSUBSCRIBE, now))
+        if membership is None:
+            if not any(e["kind"] != EventKind.UNSUBSCRIBE for e in history) and not leaving:
+                history.insert(0, self._event(subscriber_id, EventKind.SUBSCRIBE, now))
+            status = MembershipStatus.UNSUBSCRIBED if leaving else MembershipStatus.ACTIVE
+            insert_many(session, _membership, [self._membership(subscriber_id, status, history, now)])
+            insert_many(session, _event, history)
+        elif leaving and membership != MembershipStatus.UNSUBSCRIBED:
+            withdrawal = [e for e in history if e["kind"] == EventKind.UNSUBSCRIBE][-1:]
+            session.execute(sa.update(_membership).where(_membership.c.subscriber_id == subscriber_id)
+                            .where(_membership.c.list_id == self.list_id)
+                            .values(status=MembershipStatus.UNSUBSCRIBED,
+                                    unsubscribed_at=withdrawal[0]["at"]))
+            insert_many(session, _event, withdrawal)
+        if row.suppress:  # not suppressed yet: apply() kept suppressed addresses out
+            insert_many(session, _suppression, [{"email_hash": email_hash(row.email), "reason": row.suppress,
+                                                 "detail": self.source, "created_at": now}])
+        if current is not None and current.status not in _STICKY:
+            wanted = row.status if row.status in _STICKY else self._derived_status(subscriber_id)
+            if wanted != current.status:
+                session.execute(sa.update(_subscriber).where(_subscriber.c.id == subscriber_id)
+                                .values(status=wanted, updated_at=now))
+
+    def _derived_status(self, subscriber_id: int) -> str:
+        states = set(self.session.execute(sa.select(_membership.c.status)
+                                          .where(_membership.c.subscriber_id == subscriber_id)).scalars())
+        if MembershipStatus.ACTIVE in states:
+            return SubscriberStatus.ACTIVE
+        if MembershipStatus.PENDING in states:
+            return SubscriberStatus.PENDING
+        return SubscriberStatus.UNSUBSCRIBED
+
+    def _first_status(self, row: SubscriberRow) -> str:
+        if row.status in _LEFT:
+            return row.status
+        pending = self.pending or row.status == SubscriberStatus.PENDING
+        return SubscriberStatus.PENDING if pending else SubscriberStatus.ACTIVE
+
+    def _status_after(self, status: str, pending: bool) -> str:
+        if status == SubscriberStatus.ACTIVE or not pending:
             return SubscriberStatus.ACTIVE
         return SubscriberStatus.PENDING
 
@@ -196,6 +281,25 @@ class _ChunkWriter:
             "updated_at": now,
         }
 
+    def _membership(self, subscriber_id: int, status: str, history: list[dict[str, Any]],
+                    now: datetime) -> dict[str, Any]:
+        """A new membership, its times taken from the consent history the file gives."""
+        if len(history) == 1 and history[0]["at"] is now:  # the common case: joined by this import
+            return {"subscriber_id": subscriber_id, "list_id": self.list_id, "status": status,
+                    "subscribed_at": now, "confirmed_at": None if status == MembershipStatus.PENDING else now,
+                    "unsubscribed_at": now if status == MembershipStatus.UNSUBSCRIBED else None}
+        joined = [e["at"] for e in history if e["kind"] in (EventKind.SUBSCRIBE, EventKind.REQUEST,
+                                                           EventKind.CONFIRM)]
+        confirmed = [e["at"] for e in history if e["kind"] in (EventKind.SUBSCRIBE, EventKind.CONFIRM)]
+        withdrawn = [e["at"] for e in history if e["kind"] == EventKind.UNSUBSCRIBE]
+        return {
+            "subscriber_id": subscriber_id, "list_id": self.list_id, "status": status,
+            "subscribed_at": joined[0] if joined else now,
+            "confirmed_at": None if status == MembershipStatus.PENDING else (confirmed or [now])[-1],
+            "unsubscribed_at": (withdrawn[-1] if withdrawn else now)
+            if status == MembershipStatus.UNSUBSCRIBED else None,
+        }
+
     @staticmethod
     def _profile_changes(current: Any, row: SubscriberRow) -> dict[str, Any]:
         """Fields the file fills or changes (an empty cell never erases what is known)."""
@@ -212,9 +316,19 @@ class _ChunkWriter:
             changes["attributes"] = {**current.attributes, **attributes}
         return changes
 
+    def _history(self, subscriber_id: int, row: SubscriberRow, now: datetime) -> list[dict[str, Any]]:
+        return [self._imported(subscriber_id, e, now) for e in row.events]
+
+    def _imported(self, subscriber_id: int, event: ImportedEvent, now: datetime) -> dict[str, Any]:
+        return {"subscriber_id": subscriber_id, "list_id": self.list_id, "kind": event.kind,
+                "at": event.at or now, "source": self.source if event.source is None else event.source[:200],
+                "ip": event.ip and event.ip[:64], "user_agent": event.user_agent and event.user_agent[:400],
+                "text_version": event.text_version and event.text_version[:64],
+                "detail": event.detail and event.detail[:500]}
+
     def _event(self, subscriber_id: int, kind: EventKind, now: Any) -> dict[str, Any]:
         return {"subscriber_id": subscriber_id, "list_id": self.list_id, "kind": kind, "at": now,
-                "source": self.source, "ip": None, "user_agent": None, "text_version": None}
+                "source": self.source, "ip": None, "user_agent": None, "text_version": None, "detail": None}
 
     def _confirmation(self, subscriber_id: int, row: SubscriberRow, current: Any) -> ConfirmationRequest:
         name = row.fields.get("name") or (current.name if current is not None else "")
@@ -226,42 +340,121 @@ class _ChunkWriter:
 
 def import_csv(engine: Engine, settings: Settings, path: Path, list_name: str, *,
                double_opt_in: bool = False, source: str | None = None, rejects_path: Path | None = None,
+               changes_path: Path | None = None, format: str | None = None, dry_run: bool = False,
                progress: Callable[[int, int], None] | None = None) -> ImportReport:
-    """Import ``path`` into ``list_name`` and write the rejected rows to ``rejects_path``
-    (default: ``<file>.rejects.csv`` beside it, only when some rows are rejected).
+    """Import ``path`` (a CSV file, another tool's export, or Mailchimp's export ZIP) into
+    ``list_name`` and write the rejected rows to ``rejects_path`` (default:
+    ``<file>.rejects.csv`` beside it, only when some rows are rejected) and the corrected
+    addresses to ``changes_path`` (only when given).
 
-    ``progress(done, total)`` is called after each chunk. With ``double_opt_in`` new
-    members are pending and each is sent a confirmation email after the import commits.
+    ``format`` names the format (``formats.FORMAT_NAMES``) instead of recognising it from
+    the header. ``progress(done, total)`` is called after each chunk. With ``double_opt_in``
+    new members are pending and each is sent a confirmation email after the import
+    commits. With ``dry_run`` everything is read, validated and applied, then rolled back:
+    the report says what would happen, and nothing is written or sent.
     """
-    with open_subscribers(path, max_field_chars=settings.import_max_field_chars) as file:
-        total = file.lines_after_header
-        report = ImportReport(path=path, encoding=file.encoding.name, has_header=file.columns.has_header)
-        with session_scope(engine) as session:
-            mailing_list = get_list(session, list_name)
-            writer = _ChunkWriter(session, mailing_list, double_opt_in=double_opt_in,
-                                  source=source or f"import:{path.name}", report=report)
-            chunk: list[SubscriberRow] = []
-            for row in file.rows():
-                report.rows += 1
-                if isinstance(row, Rejection):
-                    report.rejected.append(row)
-                    continue
-                chunk.append(row)
-                if len(chunk) >= CHUNK:
-                    writer.apply(chunk)
-                    chunk = []
-                    if progress:
-                        progress(row.line, total)
-            writer.apply(chunk)
-            if progress:
-                progress(total, total)
-    report.rejected.sort(key=lambda r: r.line)
-    if report.rejected:
-        report.rejects_path = rejects_path or path.with_name(f"{path.stem}.rejects.csv")
-        write_rejects(report.rejects_path, file.columns.raw, report.rejected, file.delimiter,
-                      file.encoding.bom or file.encoding.name != "UTF-8")
+    with tempfile.TemporaryDirectory(prefix="wip-mailer-import-") as folder:
+        is_zip = path.suffix.lower() == ".zip"
+        files = ([(path / name, unpacked)
+                  for name, unpacked in unpack_export(path, Path(folder))] if is_zip else [(path, path)])
+        with Session(engine, expire_on_commit=False) as session:
+            try:
+                mailing_list = get_list(session, list_name)
+                asks_confirmation = mailing_list.double_opt_in
+                parts = [ImportReport(path=label, dry_run=dry_run) for label, _ in files]
+                writer = _ChunkWriter(session, mailing_list, double_opt_in=double_opt_in, source="",
+                                      report=parts[0])
+                headers = [_import_file(writer, settings, part, unpacked, source, format, progress)
+                           for part, (_, unpacked) in zip(parts, files, strict=True)]
+                if dry_run:
+                    session.rollback()
+                else:
+                    session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+    report = _combined(path, parts) if is_zip else parts[0]
+    report.double_opt_in_list = asks_confirmation
+    report.confirmed_by_source = asks_confirmation and not double_opt_in and report.added > 0
+    if dry_run:
+        return report
+    for part, (header, delimiter, bom) in zip(parts, headers, strict=True):
+        if part.rejected:
+            part.rejects_path = _rejects_path(path, part.path, rejects_path, is_zip)
+            write_rejects(part.rejects_path, header, part.rejected, delimiter, bom)
+    if is_zip:
+        report.rejected = [r for part in parts for r in part.rejected]
+    if changes_path is not None:
+        write_changes(changes_path, parts)
+        report.changes_path = changes_path
     report.confirmations_sent = send_confirmations(settings, writer.confirmations)
     return report
+
+
+def _import_file(writer: _ChunkWriter, settings: Settings, report: ImportReport, path: Path,
+                 source: str | None, format: str | None,
+                 progress: Callable[[int, int], None] | None) -> tuple[list[str], str, bool]:
+    """Read one file into ``report`` through ``writer``; (header, delimiter, BOM) for its rejects file."""
+    with open_export(path, max_field_chars=settings.import_max_field_chars, format=format) as file:
+        total = file.lines_after_header
+        report.encoding, report.has_header = file.encoding.name, file.has_header
+        report.format, report.format_label, report.mapping = file.format, file.label, file.mapping
+        report.source = (source or (f"import:{report.path.name}" if file.format == OWN
+                                    else f"import:{file.format}"))[:200]
+        writer.report, writer.source = report, report.source
+        chunk: list[SubscriberRow] = []
+        for row in file.rows():
+            report.rows += 1
+            if isinstance(row, Rejection):
+                report.rejected.append(row)
+                continue
+            if row.correction is not None:
+                report.corrections.append(row.correction)
+            chunk.append(row)
+            if len(chunk) >= CHUNK:
+                writer.apply(chunk)
+                chunk = []
+                if progress:
+                    progress(row.line, total)
+        writer.apply(chunk)
+        if progress:
+            progress(total, total)
+    report.rejected.sort(key=lambda r: r.line)
+    return file.header, file.delimiter, file.encoding.bom or file.encoding.name != "UTF-8"
+
+
+def _combined(path: Path, parts: list[ImportReport]) -> ImportReport:
+    """One report for the files of a ZIP export (each part keeps its own)."""
+    first = parts[0]
+    report = ImportReport(path=path, encoding=first.encoding, format=first.format,
+                          format_label=first.format_label, mapping=first.mapping, source=first.source,
+                          dry_run=first.dry_run, parts=parts)
+    for part in parts:
+        for key in ("rows", "added", "reactivated", "updated", "unchanged", "kept_out"):
+            setattr(report, key, getattr(report, key) + getattr(part, key))
+        report.corrections += part.corrections
+    report.rejected = [r for part in parts for r in part.rejected]
+    return report
+
+
+def _rejects_path(path: Path, part: Path, chosen: Path | None, is_zip: bool) -> Path:
+    if not is_zip:
+        return chosen or path.with_name(f"{path.stem}.rejects.csv")
+    base = chosen or path.with_name(f"{path.stem}.rejects.csv")
+    return base.with_name(f"{base.stem.removesuffix('.rejects')}.{Path(part.name).stem}.rejects.csv")
+
+
+def write_changes(path: Path, parts: Sequence[ImportReport]) -> None:
+    """Every corrected address: file, line, before, after, and what was changed."""
+    try:
+        with path.open("w", encoding="utf-8", newline="") as handle:
+            writer = csv.writer(handle, lineterminator="\r\n")
+            writer.writerow(["file", "line", "before", "after", "change"])
+            for part in parts:
+                for c in part.corrections:
+                    writer.writerow([part.path.name, c.line, escape_formula(c.before), c.after, c.what])
+    except OSError as exc:
+        raise InvalidInputError(f"Cannot write the changes file {path}: {exc.strerror}.") from None
 
 
 def write_rejects(path: Path, header: Sequence[str], rejected: Sequence[Rejection], delimiter: str,

@@ -13,7 +13,10 @@ accents, spaces and dashes, and the common English and Italian spellings are acc
   list's language;
 - ``tags``: words separated by commas or semicolons, e.g. ``press;partner``;
 - ``attr.NAME``: a free attribute called NAME (e.g. ``attr.sector``);
-- ``status``: as written by ``subscribers export``; only empty or ``active`` rows import.
+- ``status``: as written by ``subscribers export`` (empty means active); ``pending``,
+  ``unsubscribed``, ``bounced`` and ``complained`` rows are imported as such (on record,
+  never mailed); ``suppressed`` (a suppression reason) and ``consent`` (the consent
+  history as JSON) complete what ``subscribers export`` writes, so that it round-trips.
 
 A file without a header line is accepted only when it has a single column of
 addresses. An unknown header stops the import before any row is read (a typo must not
@@ -27,11 +30,13 @@ goes on. A ``'`` that ``subscribers export`` put before a cell starting with ``=
 from __future__ import annotations
 
 import csv
+import json
 import re
 import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +59,14 @@ from wip_mailer.audience.csv_reader import (
 from wip_mailer.errors import InvalidInputError
 from wip_mailer.fields import control_character
 
-KNOWN_COLUMNS = ("email", "name", "language", "organisation", "country", "tags", "status", "attr.NAME")
+KNOWN_COLUMNS = ("email", "name", "language", "organisation", "country", "tags", "status", "suppressed",
+                 "consent", "attr.NAME")
+# Row statuses (the subscriber's own, models.SubscriberStatus); all but active and pending
+# are people on record who are never mailed.
+ROW_STATUSES = ("active", "pending", "unsubscribed", "bounced", "complained")
+EVENT_KINDS = ("subscribe", "request", "confirm", "unsubscribe", "unsuppress")
 # Header spellings seen in real exports (Excel, Outlook, Google Contacts, Mailchimp, Italian
-# offices), compared after _header_key: case, accents, spaces, dashes and dots do not matter.
+# offices), compared after header_key: case, accents, spaces, dashes and dots do not matter.
 HEADER_ALIASES: dict[str, tuple[str, ...]] = {
     "email": ("e-mail", "mail", "email address", "e-mail address", "indirizzo email",
               "indirizzo e-mail", "indirizzo di posta elettronica", "posta elettronica", "e-mail 1 - value"),
@@ -69,8 +79,33 @@ HEADER_ALIASES: dict[str, tuple[str, ...]] = {
     "country": ("paese", "nazione", "country code", "stato", "country/region", "pays"),
     "tags": ("tag", "etichette", "etichetta", "labels", "categorie"),
     "status": ("stato iscrizione",),
+    "suppressed": (),
+    "consent": (),
 }
 _PARTS = ("first_name", "last_name")  # joined into name when the file has no name column
+
+
+@dataclass(frozen=True)
+class ImportedEvent:
+    """A consent event the file records (another tool's opt-in time and IP, a withdrawal)."""
+
+    kind: str  # consent.EventKind
+    at: datetime | None  # None: the time of the import
+    ip: str | None = None
+    detail: str | None = None
+    source: str | None = None  # None: the import's source
+    user_agent: str | None = None
+    text_version: str | None = None
+
+
+@dataclass(frozen=True)
+class Correction:
+    """An address the importer changed, said out loud."""
+
+    line: int
+    before: str
+    after: str
+    what: str  # e.g. "trailing dot removed, case folded"
 
 
 @dataclass(frozen=True)
@@ -79,15 +114,71 @@ class SubscriberRow:
     values: list[str]
     email: str
     fields: dict[str, Any]  # only the columns present in the file (None: empty cell)
+    status: str = "active"  # one of ROW_STATUSES
+    events: tuple[ImportedEvent, ...] = ()  # empty: the import itself is the consent event
+    suppress: str | None = None  # a suppression reason to record (bounced, complained, blocklisted...)
+    correction: Correction | None = None
 
 
-def _header_key(raw: str) -> str:
+def describe_correction(cell: str, email: str) -> str | None:
+    """What cleaning ``cell`` into ``email`` changed, or None when it is the same address."""
+    text = cell.strip()
+    if text == email:
+        return None
+    steps = []
+    if text.endswith(">") and "<" in text:
+        steps.append("unwrapped from Name <addr>")
+        text = text[text.rfind("<") + 1:-1].strip()
+    if text[:7].lower() == "mailto:":
+        steps.append("mailto: removed")
+        text = text[7:].split("?", 1)[0].strip()
+    if text.endswith(".") and not email.endswith("."):
+        steps.append("trailing dot removed")
+        text = text[:-1]
+    if text != email:
+        steps.append("case folded" if text.lower() == email else "normalised")
+    return ", ".join(steps)
+
+
+_SPACED_OFFSET = re.compile(r" ([+-]\d{2}:?\d{2})$")  # Curated: "2021-02-04 07:55:20 +0000"
+
+
+def parse_time(cell: str) -> datetime:
+    """An export's timestamp as UTC: ISO 8601 (``2023-01-15 10:20:30``, ``...T10:20:30Z``,
+    ``... UTC``) or Unix seconds; a time without offset is UTC. Raises ValueError."""
+    text = cell.strip()
+    try:
+        value = datetime.fromisoformat(text)  # the common case, kept fast: an import parses 100,000
+    except ValueError:
+        if text.isdigit():
+            return datetime.fromtimestamp(int(text), UTC)
+        value = datetime.fromisoformat(_SPACED_OFFSET.sub(r"\1", text.removesuffix(" UTC")))
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def parse_consent(cell: str) -> tuple[ImportedEvent, ...]:
+    """The ``consent`` column written by ``subscribers export`` (raises ValueError)."""
+    items = json.loads(cell)
+    if not isinstance(items, list):
+        raise ValueError("not a list")
+    events = []
+    for item in items:
+        if not isinstance(item, dict) or item.get("kind") not in EVENT_KINDS or not item.get("at"):
+            raise ValueError("not an event")
+        events.append(ImportedEvent(
+            kind=item["kind"], at=parse_time(str(item["at"])), ip=item.get("ip"), detail=item.get("detail"),
+            source=item.get("source") or "", user_agent=item.get("user_agent"),
+            text_version=item.get("text_version")))
+    return tuple(events)
+
+
+def header_key(raw: str) -> str:
     """Case, accents, spaces, dashes, underscores and dots do not matter: " E-Mail " -> "email"."""
     decomposed = unicodedata.normalize("NFKD", raw.casefold())
     return re.sub(r"[\W_]+", "", "".join(c for c in decomposed if not unicodedata.combining(c)))
 
 
-_HEADER_NAMES = {_header_key(alias): name for name, aliases in HEADER_ALIASES.items()
+_HEADER_NAMES = {header_key(alias): name for name, aliases in HEADER_ALIASES.items()
                  for alias in (name, *aliases)}
 
 
@@ -111,11 +202,11 @@ def _columns(path: Path, header: list[str]) -> Columns:
         if text[:5].lower() == "attr." and len(text) > 5:
             name = "attr." + text[5:].strip()  # attribute names keep their case
         else:
-            found = _HEADER_NAMES.get(_header_key(text))
+            found = _HEADER_NAMES.get(header_key(text))
             if found is None:
                 raise InvalidInputError(
                     f"The file {path} has the unknown column {text!r} (column {position}); known columns are "
-                    f"{', '.join(KNOWN_COLUMNS)}: rename it, or call it attr.{_header_key(text) or 'NAME'} "
+                    f"{', '.join(KNOWN_COLUMNS)}: rename it, or call it attr.{header_key(text) or 'NAME'} "
                     "to keep it as an attribute, or delete it."
                 )
             name = found
@@ -154,6 +245,11 @@ def _headerless(path: Path, first: list[str]) -> Columns | None:
     )
 
 
+def subscriber_columns(path: Path, first: list[str]) -> Columns:
+    """The columns the first line names (or a headerless column of addresses)."""
+    return _headerless(path, first) or _columns(path, first)
+
+
 def _is_address(cell: str) -> bool:
     try:
         normalise_email(address_from_cell(cell)[0])
@@ -162,7 +258,7 @@ def _is_address(cell: str) -> bool:
     return True
 
 
-def _parse_row(line: int, values: list[str], columns: Columns,
+def parse_row(line: int, values: list[str], columns: Columns,
                seen: dict[str, int]) -> SubscriberRow | Rejection:
     width = len(columns.names)
     if len(values) > width:
@@ -198,6 +294,8 @@ def _parse_row(line: int, values: list[str], columns: Columns,
         cells["name"] = display_name
     fields: dict[str, Any] = {}
     attributes: dict[str, str] = {}
+    status, suppress = "active", None
+    events: tuple[ImportedEvent, ...] = ()
     for name, cell in cells.items():
         if name == "email":
             continue
@@ -214,9 +312,23 @@ def _parse_row(line: int, values: list[str], columns: Columns,
                                        "nor a country name such as Italia or France", values)
             cell = code
         elif name == "status":
-            if cell.lower() not in ("", "active"):
-                return Rejection(line, f"the status is {cell!r} in the file; only active rows are imported",
-                                 values)
+            status = cell.lower() or "active"
+            if status not in ROW_STATUSES:
+                return Rejection(line, f"the status is {cell!r} in the file; known statuses are "
+                                       f"{', '.join(ROW_STATUSES)}", values)
+            continue
+        elif name == "suppressed":
+            if kind := control_character(cell):
+                return Rejection(line, f"the suppression reason contains {kind}", values)
+            suppress = cell[:32] or None
+            continue
+        elif name == "consent":
+            if cell:
+                try:
+                    events = parse_consent(cell)
+                except (ValueError, TypeError):
+                    return Rejection(line, "the consent column is not the JSON list of events that "
+                                           "subscribers export writes", values)
             continue
         elif name in ("name", "organisation"):
             cell = " ".join(cell.split())  # a cell's line breaks (Alt+Enter) are layout: joined
@@ -236,12 +348,16 @@ def _parse_row(line: int, values: list[str], columns: Columns,
             fields[name] = cell or None
     if attributes:
         fields["attributes"] = attributes
-    return SubscriberRow(line, values, email, fields)
+    if status in ("bounced", "complained") and suppress is None:
+        suppress = status
+    what = describe_correction(cells.get("email", ""), email)
+    correction = None if what is None else Correction(line, cells.get("email", "").strip(), email, what)
+    return SubscriberRow(line, values, email, fields, status, events, suppress, correction)
 
 
 
 
-def _email_in_column(delimiter: str, index: int | None) -> Callable[[str], bool]:
+def email_in_column(delimiter: str, index: int | None) -> Callable[[str], bool]:
     """Whether a line, read on its own, is a row: an address in the email column (any
     column while the header is not known)."""
     def row_like(line: str) -> bool:
@@ -279,7 +395,7 @@ class SubscriberFile:
             if isinstance(record, Rejection):
                 yield record
             elif any(v.strip() for v in record.values):  # blank lines are not subscribers
-                yield _parse_row(record.line, record.values, columns, seen)
+                yield parse_row(record.line, record.values, columns, seen)
 
 
 @contextmanager
@@ -287,7 +403,7 @@ def open_subscribers(path: Path, *, max_field_chars: int) -> Iterator[Subscriber
     """``path`` opened for reading, its header checked (an unusable file raises
     InvalidInputError before any row is read)."""
     with open_records(path, max_field_chars=max_field_chars) as (encoding, reader):
-        reader.row_like = _email_in_column(reader.delimiter, None)
+        reader.row_like = email_in_column(reader.delimiter, None)
         records = iter(reader)
         first = next(records, None)
         if isinstance(first, Rejection):
@@ -296,7 +412,7 @@ def open_subscribers(path: Path, *, max_field_chars: int) -> Iterator[Subscriber
                 f"The file {path} cannot be read: its first line {problem}; fix that line.")
         if first is None or not any(v.strip() for v in first.values):
             raise InvalidInputError(f"The file {path} is empty; its first line must name the columns.")
-        columns = _headerless(path, first.values) or _columns(path, first.values)
+        columns = subscriber_columns(path, first.values)
         if not columns.has_header:
             records = _again(first, records)
         _bound(reader, columns, max_field_chars)
@@ -305,7 +421,7 @@ def open_subscribers(path: Path, *, max_field_chars: int) -> Iterator[Subscriber
 
 def _bound(reader: RecordReader, columns: Columns, max_field_chars: int) -> None:
     """Once the columns are known: what a row looks like, and how long one may be."""
-    reader.row_like = _email_in_column(reader.delimiter, columns.index("email"))
+    reader.row_like = email_in_column(reader.delimiter, columns.index("email"))
     # Every cell at its longest, and as much again for empty trailing cells and separators.
     reader.max_record_chars = max_field_chars * (len(columns.names) + 1)
 
@@ -313,3 +429,4 @@ def _bound(reader: RecordReader, columns: Columns, max_field_chars: int) -> None
 def _again(first: Record, rest: Iterator[Record | Rejection]) -> Iterator[Record | Rejection]:
     yield first
     yield from rest
+

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Engine
@@ -20,7 +19,7 @@ from wip_mailer.audience.addresses import (
 from wip_mailer.audience.bounces import bounce_history
 from wip_mailer.audience.confirmation import ConfirmationRequest, send_confirmations
 from wip_mailer.audience.consent import Actor, EventKind, JoinOutcome, join_list, record_event, unsubscribe
-from wip_mailer.audience.csv_reader import escape_formula
+from wip_mailer.audience.csv_export import EXPORT_COLUMNS, export_csv
 from wip_mailer.audience.lists import get_list
 from wip_mailer.audience.segments import segment_filter
 from wip_mailer.audience.suppression import suppress, suppression_reason
@@ -37,7 +36,10 @@ from wip_mailer.models import (
 )
 from wip_mailer.settings import Settings
 
-EXPORT_COLUMNS = ("email", "name", "language", "organisation", "country", "tags", "status")
+__all__ = ["EXPORT_COLUMNS", "Profile", "add_subscriber", "erase_subscriber", "export_csv",
+           "export_personal_data", "find_subscriber", "iter_subscribers", "remove_subscriber",
+           "show_subscriber"]
+
 
 
 @dataclass(frozen=True)
@@ -284,22 +286,3 @@ def iter_subscribers(session: Session, *, list_name: str | None = None, status: 
     for email, name, language, organisation, country, tags, row_status in session.execute(query):
         yield {"email": email, "name": name, "language": language, "organisation": organisation,
                "country": country, "tags": tags, "status": row_status}
-
-
-def export_csv(session: Session, out: TextIO, *, list_name: str | None = None) -> int:
-    """Write subscribers as CSV (the import format, plus status); returns the rows written.
-
-    With ``list_name`` the status is the membership's on that list. Re-importing the file
-    takes only the rows whose status is ``active``. A cell that a spreadsheet would run as
-    a formula (``=``, ``+``, ``-``, ``@``...) gets a leading ``'``, which the import removes.
-    """
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(EXPORT_COLUMNS)
-    count = 0
-    for row in iter_subscribers(session, list_name=list_name):
-        cells = (row["email"], row["name"], row["language"], row["organisation"], row["country"],
-                 ",".join(row["tags"]), row["status"])
-        writer.writerow([escape_formula(cell) for cell in cells])
-        count += 1
-    return count
-

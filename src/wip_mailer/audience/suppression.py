@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from typing import Any
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
-from wip_mailer.models import Subscriber, SubscriberStatus, Suppression
+from wip_mailer.audience.addresses import normalise_email
+from wip_mailer.audience.consent import EventKind, refresh_status
+from wip_mailer.errors import InvalidInputError, NotFoundError
+from wip_mailer.models import ConsentEvent, Subscriber, SubscriberStatus, Suppression
 
 
 def email_hash(email: str) -> str:
@@ -38,3 +43,44 @@ def suppression_reason(session: Session, email: str) -> str | None:
     """Why ``email`` is suppressed, or None when it is not."""
     key = email_hash(email)
     return session.exec(select(Suppression.reason).where(Suppression.email_hash == key)).first()
+
+
+def list_suppressions(session: Session, reason: str | None = None) -> Iterator[dict[str, Any]]:
+    """Every suppression, oldest first, with the address when a subscriber still holds it
+    (only a hash is kept otherwise: an erased address cannot be shown)."""
+    known = {email_hash(e): e for e in session.exec(select(Subscriber.email)).all()}
+    query = select(Suppression).order_by(col(Suppression.created_at), col(Suppression.id))
+    if reason:
+        query = query.where(Suppression.reason == reason)
+    for row in session.exec(query):
+        yield {"email": known.get(row.email_hash), "email_hash": row.email_hash, "reason": row.reason,
+               "detail": row.detail, "created_at": row.created_at}
+
+
+def lift_suppression(session: Session, email: str, why: str, *, source: str = "cli") -> str:
+    """Take ``email`` off the suppression list, recording the lift (and ``why``) as a consent
+    event; a bounced or complained subscriber gets back the status their memberships give.
+    Returns the reason it was suppressed for."""
+    why = " ".join(why.split())
+    if not why:
+        raise InvalidInputError("Say why the suppression is lifted, e.g. --reason \"bounce was a mistake\".")
+    try:
+        address = normalise_email(email)
+    except InvalidInputError:
+        address = email.strip().lower()
+    entry = session.exec(select(Suppression).where(Suppression.email_hash == email_hash(address))).first()
+    if entry is None:
+        raise NotFoundError(f"{address} is not on the suppression list.")
+    subscriber = session.exec(select(Subscriber).where(Subscriber.email == address)).first()
+    session.delete(entry)
+    session.add(ConsentEvent(subscriber_id=subscriber.id if subscriber else None, list_id=None,
+                             kind=EventKind.UNSUPPRESS, source=source[:200],
+                             detail=f"was {entry.reason}: {why}"[:500]))
+    sticky = (SubscriberStatus.BOUNCED, SubscriberStatus.COMPLAINED)
+    if subscriber is not None and subscriber.status in sticky:
+        subscriber.status = SubscriberStatus.ACTIVE  # then derived from the memberships
+        session.add(subscriber)
+        session.flush()
+        refresh_status(session, subscriber)
+    session.flush()
+    return entry.reason

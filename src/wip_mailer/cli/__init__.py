@@ -36,6 +36,8 @@ COMMANDS: dict[str, LazyCommand] = {
                          "sync from subscribers/lists.toml."),
     "subscribers": LazyCommand("audience", "subscribers_group", "Subscribers: add, remove, show, list, "
                                "import, export; GDPR access and erasure."),
+    "suppressions": LazyCommand("suppressions", "suppressions_group", "The suppression list: addresses "
+                                "never mailed again (bounced, complained, erased...)."),
     "serve": LazyCommand("web", "serve", "Serve the unsubscribe (RFC 8058 one-click), confirmation and "
                          "preferences pages."),
     "bounces": LazyCommand("feedback", "bounces_group", "Bounces, complaints and mailto unsubscribes "

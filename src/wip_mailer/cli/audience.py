@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from wip_mailer import db
 from wip_mailer.audience import csv_import, subscribers
+from wip_mailer.audience.formats import FORMAT_NAMES
 from wip_mailer.cli.common import App, confirm_or_abort, echo_json, json_default, json_option, pass_app
 from wip_mailer.errors import InvalidInputError
 
@@ -135,18 +136,29 @@ def subscribers_list(app: App, list_name: str | None, status: str | None, segmen
 @subscribers_group.command("import")
 @click.argument("path", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--list", "list_name", required=True, help="The list the rows join.")
+@click.option("--format", "format_name", type=click.Choice(FORMAT_NAMES), default=None,
+              help="The tool that wrote the file (default: recognised from its header row).")
 @click.option("--rejects", "rejects_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Where to write rejected rows (default: FILE.rejects.csv beside the file).")
-@click.option("--source", default=None, help="How consent was collected (default: import:FILE).")
+@click.option("--changes", "changes_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Also write every corrected address (line, before, after) to this CSV file.")
+@click.option("--source", default=None,
+              help="How consent was collected (default: import:FILE, or import:FORMAT for an export).")
 @click.option("--double-opt-in", is_flag=True, help="Make rows pending and email each a confirmation link.")
+@click.option("--dry-run", is_flag=True,
+              help="Read and check the whole file, say what would change, write nothing.")
 @pass_app
-def subscribers_import(app: App, path: Path, list_name: str, rejects_path: Path | None,
-                       source: str | None, double_opt_in: bool) -> None:
-    """Import subscribers from a CSV file (`,` `;` or tab); bad rows are reported, not fatal.
+def subscribers_import(app: App, path: Path, list_name: str, format_name: str | None,
+                       rejects_path: Path | None, changes_path: Path | None, source: str | None,
+                       double_opt_in: bool, dry_run: bool) -> None:
+    """Import subscribers from a CSV file or another tool's export; bad rows are reported, not fatal.
 
     Columns: email (required), name, language, organisation, country, tags, attr.NAME;
     English and Italian spellings (E-mail, Nome, Lingua, Paese...) are accepted. UTF-8,
-    UTF-16 and Excel's Windows-1252 "CSV" are read; see subscribers/README.md.
+    UTF-16 and Excel's Windows-1252 "CSV" are read; see subscribers/README.md. Exports of
+    Mailchimp (the audience ZIP too), listmonk, Keila, Substack, beehiiv, Curated and
+    Mailman 3 are recognised: their other columns become attributes, and people who left
+    or bounced there are kept on record, never mailed.
 
     Example: wip-mailer subscribers import contatti.csv --list stampa --rejects scarti.csv
     """
@@ -159,20 +171,54 @@ def subscribers_import(app: App, path: Path, list_name: str, rejects_path: Path 
             bar.update(task, completed=done, total=total)
 
         report = csv_import.import_csv(app.engine, app.settings, path, list_name,
-                                       double_opt_in=double_opt_in, source=source,
-                                       rejects_path=rejects_path, progress=progress)
-    if report.encoding == "Windows-1252":
-        click.echo(f"{path} is not UTF-8: read it as Windows-1252 (Excel's \"CSV\" on Windows); "
-                   "check that accented names look right with `subscribers list`.", err=True)
-    if not report.has_header:
-        click.echo(f"{path} has no header line: its single column was read as email addresses.", err=True)
-    for rejection in report.rejected:
-        click.echo(f"{path}:{rejection.line}: {rejection.reason}", err=True)
+                                       double_opt_in=double_opt_in, source=source, rejects_path=rejects_path,
+                                       changes_path=changes_path, format=format_name, dry_run=dry_run,
+                                       progress=progress)
+    _print_import(path, list_name, report, dry_run)
+
+
+def _print_import(path: Path, list_name: str, report: csv_import.ImportReport, dry_run: bool) -> None:
+    parts = report.parts or [report]
+    if report.format != FORMAT_NAMES[-1] or dry_run:
+        click.echo(f"{path}: read as a {report.format_label} export"
+                   f"{f' ({len(parts)} files)' if len(parts) > 1 else ''}.", err=True)
+    if dry_run:
+        for raw, becomes in report.mapping:
+            click.echo(f"  column {raw!r} -> {becomes}", err=True)
+    for part in parts:
+        if part.encoding == "Windows-1252":
+            click.echo(f"{part.path} is not UTF-8: read it as Windows-1252 (Excel's \"CSV\" on Windows); "
+                       "check that accented names look right with `subscribers list`.", err=True)
+        if not part.has_header and part.format == FORMAT_NAMES[-1]:
+            click.echo(f"{part.path} has no header line: its single column was read as email addresses.",
+                       err=True)
+        for rejection in part.rejected:
+            click.echo(f"{part.path}:{rejection.line}: {rejection.reason}", err=True)
+        if report.changes_path is None:
+            for c in part.corrections:
+                click.echo(f"{part.path}:{c.line}: corrected {c.before!r} to {c.after} ({c.what})", err=True)
+    if report.changes_path is not None and report.corrections:
+        click.echo(f"{len(report.corrections)} corrected addresses written to {report.changes_path}.",
+                   err=True)
     rows = f"{report.rows} row{'' if report.rows == 1 else 's'}"
-    click.echo(f"{rows}: {report.added} added, {report.reactivated} activated, "
-               f"{report.updated} updated, {report.unchanged} unchanged, {len(report.rejected)} rejected.")
+    kept_out = f", {report.kept_out} kept out" if report.kept_out else ""
+    would = "Dry run, nothing written: " if dry_run else ""
+    click.echo(f"{would}{rows}: {report.added} added, {report.reactivated} activated, "
+               f"{report.updated} updated, {report.unchanged} unchanged{kept_out}, "
+               f"{len(report.rejected)} rejected.")
+    if report.kept_out:
+        click.echo(f"Kept out: {report.kept_out} people who left, bounced or were blocked are on record "
+                   f"and will never be sent anything.")
+    if report.confirmed_by_source:
+        click.echo(f"{list_name} is a double opt-in list: the {report.added} added rows "
+                   f"{'would become' if dry_run else 'became'} active without a confirmation email, on the "
+                   f"authority of the consent source {report.source!r}; pass --double-opt-in to have each "
+                   "one confirm.", err=True)
     if report.rejects_path:
         click.echo(f"Rejected rows written to {report.rejects_path}.")
+    for part in report.parts:
+        if part.rejects_path:
+            click.echo(f"Rejected rows of {part.path.name} written to {part.rejects_path}.")
     if report.confirmations_sent:
         click.echo(f"Sent {report.confirmations_sent} confirmation email(s).")
 

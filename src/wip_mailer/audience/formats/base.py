@@ -1,0 +1,205 @@
+"""What every importer of another tool's export shares: columns mapped to ours by name,
+every other column kept as an attribute, the person's standing there (active, left,
+bounced...) and their consent events kept (no database)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+from wip_mailer.audience.addresses import (
+    InvalidAddressError,
+    address_from_cell,
+    country_code,
+    language_code,
+    normalise_email,
+    normalise_tags,
+)
+from wip_mailer.audience.csv_reader import Rejection, unescape_formula
+from wip_mailer.audience.csv_rows import (
+    Correction,
+    ImportedEvent,
+    SubscriberRow,
+    describe_correction,
+    header_key,
+    parse_time,
+)
+from wip_mailer.errors import InvalidInputError
+from wip_mailer.fields import control_character
+
+# Roles a column can play; any column without one is kept as the attribute of its name.
+FIELD_ROLES = ("email", "name", "first_name", "last_name", "language", "organisation", "country", "tags")
+Cell = Callable[[str], str]  # the stripped value of a role's column ("" when absent)
+
+
+@dataclass(frozen=True)
+class Standing:
+    """Where the person stood in the other tool."""
+
+    status: str = "active"  # csv_rows.ROW_STATUSES
+    events: tuple[ImportedEvent, ...] = ()
+    suppress: str | None = None
+
+
+def is_true(cell: str) -> bool:
+    return cell.strip().lower() in ("true", "t", "yes", "1")
+
+
+def event_at(kind: str, at: datetime | None, ip: str = "", detail: str = "") -> ImportedEvent | None:
+    """An event at ``at`` (None when there is no time)."""
+    if at is None:
+        return None
+    return ImportedEvent(kind, at, ip or None, detail[:500] or None)
+
+
+def attribute_value(cell: str) -> Any:
+    """A kept column's value: JSON ``true``/``false``, objects and lists parsed; other text
+    (numbers included, so a post code keeps its leading zero) stays text."""
+    if cell in ("true", "false"):
+        return cell == "true"
+    if cell[:1] in "[{":
+        try:
+            return json.loads(cell)
+        except ValueError:
+            return cell
+    return cell
+
+
+class TableFormat:
+    """A CSV export whose header names the columns; subclasses say which and how."""
+
+    name: ClassVar[str]  # as given to --format
+    label: ClassVar[str]  # as shown to the editor
+    signature: ClassVar[frozenset[str]]  # header keys (csv_rows.header_key) that identify it
+    roles: ClassVar[dict[str, str]]  # header key -> role (FIELD_ROLES or one the subclass reads)
+    json_roles: ClassVar[frozenset[str]] = frozenset()  # a JSON object spread into attributes
+
+    def __init__(self, path: Path, header: list[str]) -> None:
+        self.header = header
+        self.width = len(header)
+        self.index: dict[str, int] = {}
+        self.attributes: list[tuple[int, str]] = []
+        for position, raw in enumerate(header):
+            role = self.roles.get(header_key(raw))
+            if role is not None and role not in self.index:
+                self.index[role] = position
+            elif raw.strip():
+                self.attributes.append((position, " ".join(raw.split())))
+        if "email" not in self.index:
+            raise InvalidInputError(f"The file {path} has no email column, which a {self.label} export has.")
+        self.keys = {header_key(raw) for raw in header}
+
+    @classmethod
+    def recognises(cls, keys: set[str]) -> bool:
+        return cls.signature <= keys
+
+    def mapping(self) -> list[tuple[str, str]]:
+        """(column as written, what it becomes), in the file's order, for --dry-run."""
+        roles = {position: role for role, position in self.index.items()}
+        kept = dict(self.attributes)
+        return [(raw, roles[i] if i in roles else f"attr.{kept[i]}" if i in kept else "(ignored)")
+                for i, raw in enumerate(self.header)]
+
+    def standing(self, cell: Cell) -> Standing:
+        """The person's status and consent events; ValueError (one phrase) when they cannot be read."""
+        return Standing()
+
+    def tags(self, text: str) -> list[str]:
+        return normalise_tags(text)
+
+    def parse(self, line: int, values: list[str], seen: dict[str, int]) -> SubscriberRow | Rejection:
+        if len(values) > self.width and any(v.strip() for v in values[self.width:]):
+            extra = ", ".join(v for v in values[self.width:] if v.strip())
+            return Rejection(line, f"has {len(values)} values but the header has {self.width} columns "
+                                   f"(extra: {extra})", values)
+        count = len(values)
+        index = self.index
+
+        def cell(role: str) -> str:
+            position = index.get(role)
+            if position is None or position >= count:
+                return ""
+            value = values[position].strip()
+            return unescape_formula(value) if value[:1] == "'" else value
+
+        raw_email = cell("email")
+        address, display_name = address_from_cell(raw_email)
+        try:
+            email = normalise_email(address)
+        except InvalidAddressError as exc:
+            return Rejection(line, str(exc).rstrip("."), values)
+        first = seen.get(email)
+        if first is not None:
+            return Rejection(line, f"{email} is a duplicate of line {first}", values)
+        seen[email] = line
+        fields: dict[str, Any] = {}
+        name = cell("name") or " ".join(f"{cell('first_name')} {cell('last_name')}".split()) or display_name
+        if name:
+            name = " ".join(name.split())
+            if kind := control_character(name):
+                return Rejection(line, f"the name contains {kind}, which cannot go in an email header",
+                                 values)
+            fields["name"] = name
+        if text := cell("organisation"):
+            fields["organisation"] = " ".join(text.split())
+        if text := cell("language"):
+            if (code := language_code(text)) is None:
+                return Rejection(line, f"{text!r} is not a language code such as it or en", values)
+            fields["language"] = code
+        if text := cell("country"):
+            if (code := country_code(text)) is None:
+                return Rejection(line, f"{text!r} is not a two-letter country code such as IT or FR", values)
+            fields["country"] = code
+        if text := cell("tags"):
+            fields["tags"] = self.tags(text)
+        attributes: dict[str, Any] = {}
+        for role in self.json_roles:
+            if text := cell(role):
+                try:
+                    data = json.loads(text)
+                except ValueError:
+                    data = None
+                if not isinstance(data, dict):
+                    return Rejection(line, f"the {role} column is not a JSON object", values)
+                attributes.update(data)
+        kept = [(attribute, text) for position, attribute in self.attributes
+                if position < count and (text := values[position].strip())]
+        if kept and control_character("".join(text for _, text in kept)):  # one search per row
+            attribute, kind = next((a, k) for a, t in kept if (k := control_character(t)))
+            return Rejection(line, f"the column {attribute} contains {kind}; a kept column must be "
+                                   "one line of printable text", values)
+        for attribute, text in kept:
+            attributes[attribute] = attribute_value(unescape_formula(text) if text[:1] == "'" else text)
+        if attributes:
+            fields["attributes"] = attributes
+        try:
+            standing = self.standing(cell)
+        except ValueError as exc:
+            return Rejection(line, str(exc), values)
+        what = describe_correction(raw_email, email)
+        correction = None if what is None else Correction(line, raw_email, email, what)
+        return SubscriberRow(line, values, email, fields, standing.status, standing.events,
+                             standing.suppress, correction)
+
+
+def time_of(cell: Cell, role: str, column: str) -> datetime | None:
+    """The time in ``cell(role)``, None when empty (ValueError naming ``column`` when not a time)."""
+    text = cell(role)
+    if not text:
+        return None
+    try:
+        return parse_time(text)
+    except ValueError:
+        raise ValueError(f"the {column} {text!r} is not a date and time") from None
+
+
+def quoted_tags(text: str) -> list[str]:
+    """Mailchimp's TAGS cell: ``"Tag A","Tag B"`` (the CSV cell ``\"\"\"Tag A\"\"\",...``)."""
+    if '""' not in text:  # no quote inside a tag: split without a CSV parser (an import has 100,000)
+        return normalise_tags([tag.strip().strip('"') for tag in text.split('","')])
+    return normalise_tags(next(csv.reader([text]), []))
