@@ -3,6 +3,9 @@
 Only approved items go out. Items of an edition that is being sent, or was sent, can no
 longer change. Reading order is section order, then the editor's positions; an item
 without a position goes in by its start date.
+
+Over 500 lines on purpose: editions and items share the rules above (which statuses freeze
+which fields, the one ``set_edition_status``); section changes are in ``sections.py``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""Editorial commands: editions, sections, items and document import."""
+"""Editorial commands: editions, sections, items and document import.
+
+About 25 thin commands, each parsing its options and calling one function of
+``wip_mailer.editorial``; kept in one file (a little over 500 lines) so the desk's
+commands read together.
+"""
 
 from __future__ import annotations
 
