@@ -258,6 +258,22 @@ def _is_address(cell: str) -> bool:
     return True
 
 
+def unique_address(line: int, cell: str, values: list[str], seen: dict[str, int]
+                   ) -> tuple[str, str] | Rejection:
+    """The row's normalised address and display name, or why the row is rejected (an invalid
+    address, or one already on an earlier line of the file: ``seen`` maps address → line)."""
+    address, display_name = address_from_cell(cell)
+    try:
+        email = normalise_email(address)
+    except InvalidAddressError as exc:
+        return Rejection(line, str(exc).rstrip("."), values)
+    first = seen.get(email)
+    if first is not None:
+        return Rejection(line, f"{email} is a duplicate of line {first}", values)
+    seen[email] = line
+    return email, display_name
+
+
 def parse_row(line: int, values: list[str], columns: Columns,
                seen: dict[str, int]) -> SubscriberRow | Rejection:
     width = len(columns.names)
@@ -279,15 +295,10 @@ def parse_row(line: int, values: list[str], columns: Columns,
         elif value:
             return Rejection(line, f"has the value {value!r} in column {position}, which has no header",
                              values)
-    address, display_name = address_from_cell(cells.get("email", ""))
-    try:
-        email = normalise_email(address)
-    except InvalidAddressError as exc:
-        return Rejection(line, str(exc).rstrip("."), values)
-    first = seen.get(email)
-    if first is not None:
-        return Rejection(line, f"{email} is a duplicate of line {first}", values)
-    seen[email] = line
+    found = unique_address(line, cells.get("email", ""), values, seen)
+    if isinstance(found, Rejection):
+        return found
+    email, display_name = found
     if any(part in cells for part in _PARTS):
         cells["name"] = " ".join(cells.pop(part, "") for part in _PARTS)
     if display_name and not cells.get("name"):

@@ -13,11 +13,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from wip_mailer.audience.addresses import (
-    InvalidAddressError,
-    address_from_cell,
     country_code,
     language_code,
-    normalise_email,
     normalise_tags,
 )
 from wip_mailer.audience.csv_reader import Rejection, unescape_formula
@@ -28,6 +25,7 @@ from wip_mailer.audience.csv_rows import (
     describe_correction,
     header_key,
     parse_time,
+    unique_address,
 )
 from wip_mailer.errors import InvalidInputError
 from wip_mailer.fields import control_character
@@ -128,15 +126,10 @@ class TableFormat:
             return unescape_formula(value) if value[:1] == "'" else value
 
         raw_email = cell("email")
-        address, display_name = address_from_cell(raw_email)
-        try:
-            email = normalise_email(address)
-        except InvalidAddressError as exc:
-            return Rejection(line, str(exc).rstrip("."), values)
-        first = seen.get(email)
-        if first is not None:
-            return Rejection(line, f"{email} is a duplicate of line {first}", values)
-        seen[email] = line
+        found = unique_address(line, raw_email, values, seen)
+        if isinstance(found, Rejection):
+            return found
+        email, display_name = found
         fields: dict[str, Any] = {}
         name = cell("name") or " ".join(f"{cell('first_name')} {cell('last_name')}".split()) or display_name
         if name:
