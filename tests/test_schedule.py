@@ -23,7 +23,7 @@ from tests.schedule_helpers import (
 )
 from wip_mailer import schedule as core
 from wip_mailer.db import session_scope, utcnow
-from wip_mailer.errors import InvalidInputError, StateError
+from wip_mailer.errors import InvalidInputError, NotFoundError, StateError
 from wip_mailer.models import Edition, ScheduledJob, apscheduler_jobs
 
 ROME = ZoneInfo("Europe/Rome")
@@ -254,9 +254,9 @@ def test_a_firing_is_claimed_once(engine, settings, monkeypatch) -> None:
     view = core.add_schedule(engine, settings, core.ScheduleRequest(
         "2024-03", kind="check", at=in_seconds(3600)))
     service = core.SchedulerService(engine, settings)
-    service.run_job(view.id)
-    service.run_job(view.id)  # e.g. the timer survived a crash and fires again
-    core.SchedulerService(engine, settings).run_job(view.id)  # or another scheduler fires it
+    service.run_job(view.id, fired_at=view.run_at)
+    service.run_job(view.id, fired_at=view.run_at)  # e.g. the timer survived a crash and fires again
+    core.SchedulerService(engine, settings).run_job(view.id, fired_at=view.run_at)  # or another one
     assert calls == [view.id]
     assert row(engine, view.id).status == "done"
     assert row(engine, view.id).run_count == 1
@@ -326,6 +326,55 @@ def test_a_cancelled_job_does_not_fire_and_its_timer_is_dropped(engine, fast, sm
     assert row(engine, view.id).status == "cancelled"
 
 
+def test_a_moved_job_fires_at_its_new_time_and_not_at_its_old_one(engine, fast, smtp_server, caplog) -> None:
+    # The service already holds the old timer when the job is moved from another "process".
+    make_edition(engine)
+    view = core.add_schedule(engine, fast, core.ScheduleRequest(
+        "2024-03", kind="reminder", at=in_seconds(3), notify=("editor@example.org",)))
+    with caplog.at_level(logging.INFO), service_thread(engine, fast):
+        time.sleep(0.3)
+        moved = core.move_schedule(engine, fast, view.id, in_seconds(6))
+        assert moved.run_at is not None and moved.run_at > view.run_at  # type: ignore[operator]
+        time.sleep(3.5)  # past the old time
+        assert smtp_server.messages == []
+        assert row(engine, view.id).status == "scheduled"
+        assert wait_until(lambda: row(engine, view.id).status == "done", timeout=8)
+    assert len(smtp_server.messages) == 1
+    assert smtp_server.messages[0].received_at >= moved.run_at.timestamp() - 0.5
+    assert row(engine, view.id).run_count == 1
+
+
+def test_the_old_timer_of_a_moved_job_cannot_claim_it(engine, settings, caplog) -> None:
+    # The moment between the row's new time and the replaced timer: a firing then is refused.
+    make_edition(engine)
+    view = core.add_schedule(engine, settings, core.ScheduleRequest(
+        "2024-03", kind="reminder", at=in_seconds(60), notify=("editor@example.org",)))
+    core.move_schedule(engine, settings, view.id, in_seconds(3600))
+    service = core.SchedulerService(engine, settings)
+    with caplog.at_level(logging.INFO):
+        service.run_job(view.id, fired_at=view.run_at)  # the old timer, at its old time
+    assert row(engine, view.id).status == "scheduled"
+    assert row(engine, view.id).run_count == 0
+    assert "was moved to" in caplog.text
+
+
+def test_only_a_pending_one_time_job_can_be_moved(engine, settings) -> None:
+    make_edition(engine)
+    recurring = core.add_schedule(engine, settings, core.ScheduleRequest(
+        "2024-03", kind="check", cron="0 9 * * mon"))
+    with pytest.raises(InvalidInputError, match="recurs"):
+        core.move_schedule(engine, settings, recurring.id, in_seconds(60))
+    once = core.add_schedule(engine, settings, core.ScheduleRequest(
+        "2024-03", kind="check", at=in_seconds(60)))
+    core.cancel_schedule(engine, once.id)
+    with pytest.raises(StateError, match="is cancelled and can no longer be moved"):
+        core.move_schedule(engine, settings, once.id, in_seconds(60))
+    with pytest.raises(InvalidInputError, match="in the past"):
+        core.move_schedule(engine, settings, once.id, "2020-01-01 09:00")
+    with pytest.raises(NotFoundError, match="no scheduled job #99"):
+        core.move_schedule(engine, settings, 99, in_seconds(60))
+
+
 # --- the CLI -------------------------------------------------------------------------------
 
 def test_cli_schedule_list_and_cancel(engine, cli) -> None:
@@ -344,8 +393,13 @@ def test_cli_schedule_list_and_cancel(engine, cli) -> None:
     assert data[0]["next_run_at"] == "2030-03-01T08:00:00+00:00"
     text = cli("schedule", "list")
     assert text.output == "#1  scheduled  2030-03-01 09:00 CET  send 2024-03 to newsletter\n"
+    moved = cli("schedule", "move", "1", "--at", "2030-03-02 10:30")
+    assert moved.exit_code == 0, moved.stderr
+    assert moved.output == "Moved #1: send 2024-03 to newsletter at 2030-03-02 10:30 CET.\n"
+    assert json.loads(cli("schedule", "list", "--json").output)[0]["next_run_at"] == (
+        "2030-03-02T09:30:00+00:00")  # the timer moved with the row
     cancelled = cli("schedule", "cancel", "1")
-    assert cancelled.output == "Cancelled #1: send 2024-03 to newsletter at 2030-03-01 09:00 CET.\n"
+    assert cancelled.output == "Cancelled #1: send 2024-03 to newsletter at 2030-03-02 10:30 CET.\n"
     assert cli("schedule", "list", "--status", "scheduled").output == "No scheduled jobs.\n"
 
 
@@ -409,7 +463,7 @@ def test_a_scheduled_check_runs_the_real_preflight(engine, settings) -> None:
     blocked = core.add_schedule(engine, settings, core.ScheduleRequest(
         "2024-03", kind="check", at=in_seconds(3600)))
     service = core.SchedulerService(engine, settings)
-    service.run_job(blocked.id)
+    service.run_job(blocked.id, fired_at=blocked.run_at)
     failed = row(engine, blocked.id)
     assert failed.status == "failed"
     assert failed.message == (
@@ -418,7 +472,7 @@ def test_a_scheduled_check_runs_the_real_preflight(engine, settings) -> None:
     approve_an_item(engine)  # the editor fixes the edition; the next check passes
     passing = core.add_schedule(engine, settings, core.ScheduleRequest(
         "2024-03", kind="check", at=in_seconds(3600)))
-    service.run_job(passing.id)
+    service.run_job(passing.id, fired_at=passing.run_at)
     done = row(engine, passing.id)
     assert done.status == "done"
     assert done.message.startswith("done: check passed with ")
@@ -432,7 +486,7 @@ def test_a_scheduled_check_judges_a_real_send_and_names_placeholder_settings(eng
     approve_an_item(engine)
     job = core.add_schedule(engine, settings, core.ScheduleRequest("2024-03", kind="check",
                                                                    at=in_seconds(3600)))
-    core.SchedulerService(engine, settings).run_job(job.id)
+    core.SchedulerService(engine, settings).run_job(job.id, fired_at=job.run_at)
     failed = row(engine, job.id)
     assert failed.status == "failed"
     assert "WIP_MAILER_FROM uses the placeholder domain example.org" in failed.message

@@ -103,6 +103,20 @@ def schedule_cancel(app: App, schedule_id: int) -> None:
     click.echo(f"Cancelled #{view.id}: {view.describe()} at {view.when}.")
 
 
+@schedule_group.command("move")
+@click.argument("schedule_id", metavar="ID", type=int)
+@click.option("--at", "at", metavar="TIME", required=True,
+              help="The new time, as for `schedule add --at`.")
+@pass_app
+def schedule_move(app: App, schedule_id: int, at: str) -> None:
+    """Give a one-time job that has not started a new time (a running scheduler follows).
+
+    Example: wip-mailer schedule move 3 --at "2024-03-02 09:00"
+    """
+    view = core.move_schedule(app.engine, app.settings, schedule_id, at)
+    click.echo(f"Moved #{view.id}: {view.describe()} at {view.when}.")
+
+
 @click.group("scheduler")
 def scheduler_group() -> None:
     """The scheduling service.

@@ -20,7 +20,7 @@ left ``running`` by a crash is marked ``failed`` and every one-off row whose tim
 marked ``missed``; each case is logged and shown by `wip-mailer schedule list`.
 
 Modules: ``times`` (reading times and cron expressions), ``jobs`` (what is scheduled: rows,
-timers, cancelling, listing), ``actions`` (what a firing does), ``service`` (the running
+timers, moving, cancelling, listing), ``actions`` (what a firing does), ``service`` (the running
 scheduler: lease, reconciliation, firing).
 """
 
@@ -33,6 +33,7 @@ from wip_mailer.schedule.jobs import (
     cancel_schedule,
     job_id,
     list_schedules,
+    move_schedule,
 )
 from wip_mailer.schedule.service import LeaseRefused, SchedulerService, fire, lease_holder
 from wip_mailer.schedule.times import format_local, parse_at, parse_cron
@@ -40,6 +41,6 @@ from wip_mailer.schedule.times import format_local, parse_at, parse_cron
 __all__ = [
     "ACTIONS", "ActionContext", "LeaseRefused", "ScheduleRequest",
     "ScheduleView", "SchedulerService", "_job_store_writer", "add_schedule", "cancel_schedule",
-    "fire", "format_local", "job_id", "lease_holder", "list_schedules", "parse_at", "parse_cron",
-    "reminder_text",
+    "fire", "format_local", "job_id", "lease_holder", "list_schedules", "move_schedule", "parse_at",
+    "parse_cron", "reminder_text",
 ]

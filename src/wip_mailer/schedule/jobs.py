@@ -276,6 +276,37 @@ def cancel_schedule(engine: Engine, schedule_id: int) -> ScheduleView:
     return _views(engine, [schedule_id])[0]
 
 
+def move_schedule(
+    engine: Engine, settings: Settings, schedule_id: int, at: str, now: datetime | None = None
+) -> ScheduleView:
+    """Give a one-time job that has not started a new time (row and timer alike).
+
+    The row's ``run_at`` changes first, in one conditional UPDATE; a firing of the old timer
+    in the moment before its replacement is refused by the claim's ``due_by`` check, so a
+    moved send never goes out at its old time.
+    """
+    run_at = parse_at(at, settings.tz, now)
+    with session_scope(engine) as session:
+        job = session.get(ScheduledJob, schedule_id)
+        if job is None:
+            raise NotFoundError(f"There is no scheduled job #{schedule_id}.")
+        if job.cron:
+            raise InvalidInputError(
+                f"Scheduled job #{schedule_id} recurs (cron '{job.cron}'): cancel it and add a new rule."
+            )
+        moved = _set_status(session, schedule_id, ScheduleStatus.SCHEDULED, None,
+                            expected=(ScheduleStatus.SCHEDULED,), run_at=run_at,
+                            timezone=settings.tz.key)
+        if not moved:
+            session.refresh(job)
+            raise StateError(f"Scheduled job #{schedule_id} is {job.status} and can no longer be moved.")
+        session.refresh(job)
+        slug = session.get_one(Edition, job.edition_id).slug
+    with _job_store_writer(engine, settings) as writer:
+        writer.add_job(**_job_options(job, slug, settings))  # replaces the old timer
+    return _views(engine, [schedule_id])[0]
+
+
 def list_schedules(engine: Engine, statuses: Sequence[str] = ()) -> list[ScheduleView]:
     query = select(ScheduledJob.id)
     if statuses:
@@ -315,16 +346,21 @@ def _views(engine: Engine, ids: Sequence[int | None]) -> list[ScheduleView]:
 
 def _set_status(
     session: Session, schedule_id: int, status: str, message: str | None,
-    expected: Sequence[str], **values: Any,
+    expected: Sequence[str], due_by: datetime | None = None, **values: Any,
 ) -> bool:
-    """Move a row to ``status`` only if it is in one of ``expected``: one atomic UPDATE."""
+    """Move a row to ``status`` only if it is in one of ``expected`` (and, with ``due_by``,
+    only a recurring row or a one-time row due by then): one atomic UPDATE."""
     if message is not None:
         values["message"] = message
-    result = session.execute(
+    query = (
         sa.update(ScheduledJob)
         .where(col(ScheduledJob.id) == schedule_id)
         .where(col(ScheduledJob.status).in_(list(expected)))
-        .values(status=status, updated_at=utcnow(), **values)
+    )
+    if due_by is not None:
+        query = query.where(sa.or_(col(ScheduledJob.run_at).is_(None), col(ScheduledJob.run_at) <= due_by))
+    result = session.execute(
+        query.values(status=status, updated_at=utcnow(), **values)
         .execution_options(synchronize_session=False)
     )
     return bool(getattr(result, "rowcount", 0) == 1)

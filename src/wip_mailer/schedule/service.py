@@ -6,7 +6,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from contextlib import suppress
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -61,6 +61,9 @@ def lease_holder(engine: Engine) -> Holder | None:
 
 
 # --- the service -------------------------------------------------------------------------
+
+# How early a timer may fire and still claim its one-time job (clocks of two processes).
+_EARLY_FIRING = timedelta(seconds=1)
 
 _running: SchedulerService | None = None
 _running_lock = threading.Lock()
@@ -246,10 +249,13 @@ class SchedulerService:
 
     # --- firing ----------------------------------------------------------------------------
 
-    def run_job(self, schedule_id: int) -> None:
+    def run_job(self, schedule_id: int, fired_at: datetime | None = None) -> None:
+        """Claim and run a job whose timer fired (at ``fired_at``, now by default)."""
         with session_scope(self.engine) as session:
+            # A one-time job moved to a later time (`schedule move`) is not run by its old timer.
             claimed = _set_status(session, schedule_id, ScheduleStatus.RUNNING, None,
-                                  expected=(ScheduleStatus.SCHEDULED,), claimed_by=self.owner)
+                                  expected=(ScheduleStatus.SCHEDULED,), claimed_by=self.owner,
+                                  due_by=(fired_at or utcnow()) + _EARLY_FIRING)
             row = session.get(ScheduledJob, schedule_id)
             edition = session.get(Edition, row.edition_id) if row is not None else None
         if row is None or edition is None:
@@ -257,7 +263,11 @@ class SchedulerService:
             return
         label = f"Schedule #{schedule_id} ({row.kind} {edition.slug})"
         if not claimed:
-            log.info("%s is %s; it is not run again.", label, row.status)
+            if row.status == ScheduleStatus.SCHEDULED and row.run_at is not None:
+                log.info("%s was moved to %s; its old timer is ignored.", label,
+                         format_local(row.run_at, ZoneInfo(row.timezone)))
+            else:
+                log.info("%s is %s; it is not run again.", label, row.status)
             return
         log.info("%s starts.", label)
         retired = bool(row.cron) and edition.status == EditionStatus.SENT
