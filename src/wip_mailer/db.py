@@ -88,6 +88,9 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
         event.listen(engine, "connect", _on_sqlite_connect)
         return engine
+    from wip_mailer.models import add_postgresql_options  # models import this module
+
+    add_postgresql_options()
     try:
         return create_engine(url, pool_pre_ping=True)
     except ModuleNotFoundError:

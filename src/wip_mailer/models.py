@@ -11,6 +11,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
+from pydantic import ConfigDict
 from sqlalchemy import JSON, Column, Float, Index, LargeBinary, Table, Unicode, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
@@ -29,6 +30,13 @@ def _json(default_factory: Any) -> Any:
     return Field(default_factory=default_factory, sa_column=Column(JSON, nullable=False))
 
 
+class _Table(SQLModel):
+    """The base of every table class: the tables are never validated as pydantic models, so
+    pydantic builds their validators only if one is ever asked for (start-up time)."""
+
+    model_config = ConfigDict(defer_build=True)  # type: ignore[assignment]
+
+
 # --- editorial ---------------------------------------------------------------------------
 
 class EditionStatus(StrEnum):
@@ -45,7 +53,7 @@ class ItemStatus(StrEnum):
     REJECTED = "rejected"
 
 
-class Edition(SQLModel, table=True):
+class Edition(_Table, table=True):
     id: int | None = Field(default=None, primary_key=True)
     slug: str = Field(unique=True, index=True, max_length=64)
     title: str = Field(max_length=200)  # the period label, e.g. "Gennaio-Febbraio 2024"
@@ -61,7 +69,7 @@ class Edition(SQLModel, table=True):
     sent_at: datetime | None = _utc()
 
 
-class Section(SQLModel, table=True):
+class Section(_Table, table=True):
     __table_args__ = (UniqueConstraint("edition_id", "name"),)
     id: int | None = Field(default=None, primary_key=True)
     edition_id: int = Field(foreign_key="edition.id", index=True, ondelete="CASCADE")
@@ -70,7 +78,7 @@ class Section(SQLModel, table=True):
     intro_md: str = ""  # free text shown under the section heading
 
 
-class Item(SQLModel, table=True):
+class Item(_Table, table=True):
     id: int | None = Field(default=None, primary_key=True)
     edition_id: int = Field(foreign_key="edition.id", index=True, ondelete="CASCADE")
     section_id: int = Field(foreign_key="section.id", index=True, ondelete="CASCADE")
@@ -107,7 +115,7 @@ class MembershipStatus(StrEnum):
     UNSUBSCRIBED = "unsubscribed"
 
 
-class Subscriber(SQLModel, table=True):
+class Subscriber(_Table, table=True):
     id: int | None = Field(default=None, primary_key=True)
     email: str = Field(unique=True, index=True, max_length=320)  # normalised, lower-case
     name: str = Field(default="", max_length=200)
@@ -121,7 +129,7 @@ class Subscriber(SQLModel, table=True):
     updated_at: datetime = _created()
 
 
-class MailingList(SQLModel, table=True):
+class MailingList(_Table, table=True):
     __tablename__ = "mailing_list"
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(unique=True, index=True, max_length=64)
@@ -133,7 +141,7 @@ class MailingList(SQLModel, table=True):
     created_at: datetime = _created()
 
 
-class Membership(SQLModel, table=True):
+class Membership(_Table, table=True):
     __table_args__ = (UniqueConstraint("subscriber_id", "list_id"),)
     id: int | None = Field(default=None, primary_key=True)
     subscriber_id: int = Field(foreign_key="subscriber.id", index=True, ondelete="CASCADE")
@@ -144,7 +152,7 @@ class Membership(SQLModel, table=True):
     unsubscribed_at: datetime | None = _utc()
 
 
-class ConsentEvent(SQLModel, table=True):
+class ConsentEvent(_Table, table=True):
     """Proof of consent (GDPR art. 7): who agreed or withdrew, when, how."""
 
     __tablename__ = "consent_event"
@@ -163,7 +171,7 @@ class ConsentEvent(SQLModel, table=True):
     detail: str | None = Field(default=None, max_length=500)
 
 
-class Suppression(SQLModel, table=True):
+class Suppression(_Table, table=True):
     """Addresses that must never be mailed again, kept only as a hash."""
 
     id: int | None = Field(default=None, primary_key=True)
@@ -196,11 +204,20 @@ class DeliveryState(StrEnum):
 _ACTIVE_CAMPAIGN = "status IN ('sending', 'paused')"
 
 
-class Campaign(SQLModel, table=True):
-    __table_args__ = (
-        Index("uq_campaign_active_edition", "edition_id", unique=True,
-              sqlite_where=text(_ACTIVE_CAMPAIGN), postgresql_where=text(_ACTIVE_CAMPAIGN)),
-    )
+# Only SQLite's predicate is given here: naming a second dialect's option makes SQLAlchemy
+# import that dialect, which every command would pay for at start-up. PostgreSQL's is added
+# by ``add_postgresql_options`` when a PostgreSQL engine is made (migration 0301 has both).
+_ACTIVE_CAMPAIGN_INDEX = Index("uq_campaign_active_edition", "edition_id", unique=True,
+                               sqlite_where=text(_ACTIVE_CAMPAIGN))
+
+
+def add_postgresql_options() -> None:
+    """The PostgreSQL options of the tables (see ``_ACTIVE_CAMPAIGN_INDEX``); safe to repeat."""
+    _ACTIVE_CAMPAIGN_INDEX.dialect_options["postgresql"]["where"] = text(_ACTIVE_CAMPAIGN)
+
+
+class Campaign(_Table, table=True):
+    __table_args__ = (_ACTIVE_CAMPAIGN_INDEX,)
     id: int | None = Field(default=None, primary_key=True)
     edition_id: int = Field(foreign_key="edition.id", index=True)
     audience: dict[str, Any] = _json(dict)  # {"lists": [...], "segment": "..."}
@@ -218,7 +235,7 @@ class Campaign(SQLModel, table=True):
     finished_at: datetime | None = _utc()
 
 
-class Delivery(SQLModel, table=True):
+class Delivery(_Table, table=True):
     """The ledger: one row per (campaign, subscriber); never two messages for one row."""
 
     __table_args__ = (
@@ -243,7 +260,7 @@ class Delivery(SQLModel, table=True):
     sent_at: datetime | None = _utc()
 
 
-class BounceEvent(SQLModel, table=True):
+class BounceEvent(_Table, table=True):
     """One bounce or complaint about an address: at send time (SMTP 5xx) or read back later."""
 
     __tablename__ = "bounce_event"
@@ -269,7 +286,7 @@ class InboundKind(StrEnum):
     NOT_A_BOUNCE = "not-a-bounce"
 
 
-class InboundMessage(SQLModel, table=True):
+class InboundMessage(_Table, table=True):
     """A message that came back to the bounce address, processed once (feedback stage).
 
     ``message_key`` (its Message-ID, or a hash of its bytes) makes processing it again a
@@ -312,7 +329,7 @@ class ScheduleStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
-class ScheduledJob(SQLModel, table=True):
+class ScheduledJob(_Table, table=True):
     """What editors scheduled, and what became of it: the record `schedule list` shows.
 
     The timing itself lives in APScheduler's job store (``apscheduler_jobs``, job id
@@ -340,7 +357,7 @@ class ScheduledJob(SQLModel, table=True):
     updated_at: datetime = _created()
 
 
-class LeaseRecord(SQLModel, table=True):
+class LeaseRecord(_Table, table=True):
     """A lease (see ``wip_mailer.lease``): ``scheduler``, ``campaign:ID``; its token fences writes."""
 
     __tablename__ = "lease"
