@@ -1,6 +1,8 @@
 -- wrk script for bench_unsubscribe.py: each thread POSTs its own share of the tokens, each once,
 -- as a mailbox provider does (RFC 8058, multipart/form-data), and reports a JSON summary.
--- Usage: wrk -t T -c C -d D -s bench_unsubscribe.lua URL -- PATHS_FILE T ANSWERED_FILE PATTERN
+-- Usage: wrk -t T -c C -d D -s bench_unsubscribe.lua URL -- PATHS_FILE T ANSWERED_FILE PATTERN [PAUSE_MS]
+-- PAUSE_MS (optional): each connection waits about that long (0.5-1.5 times, at random)
+-- before each request, which offers a steady rate of C * 1000 / PAUSE_MS requests a second.
 -- PATTERN (a Lua pattern with one capture) picks what names the unsubscribe in a 200 answer;
 -- the captures go to ANSWERED_FILE, one a line, so the caller can check each in the database.
 
@@ -26,6 +28,12 @@ function init(args)
   end
   issued, answered_200, answered_other, redirects = 0, 0, 0, 0
   answered_file, pattern, answered = args[3], args[4], {}
+  pause_ms = tonumber(args[5] or "0")
+end
+
+function delay()
+  if pause_ms > 0 then return pause_ms * (0.5 + math.random()) end
+  return 0
 end
 
 function request()

@@ -18,8 +18,13 @@ and p99 latency (wrk's), errors (socket errors, timeouts, non-200 answers).
 With ``--writer`` a second process writes to the server's database all along (to both
 servers'), as a running send does: a batch of 100 ledger-like rows committed every 10 ms.
 
+With ``--rate R``, each server then gets a steady load on fresh tokens: the same
+connections, each pausing at random between requests so that R POST/s are offered in all
+(wrk's ``delay()``). The burst measures the most the server takes; the steady load, the
+latency a mailbox provider's POSTs meet at that rate.
+
 Usage:  .venv/bin/python scripts/bench_unsubscribe.py [--tokens 40000] [--runs 5]
-        [--connections 64] [--duration 5] [--threads 1] [--writer]
+        [--connections 64] [--duration 5] [--threads 1] [--writer] [--rate 600]
 Needs `wrk` (Debian package `wrk`).
 """
 
@@ -119,12 +124,15 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
 
 
 def run_wrk(port: int, paths_file: Path, answer_pattern: str, args: argparse.Namespace,
-            duration: int) -> dict[str, Any]:
-    answered_file = paths_file.with_name(f"answered-{paths_file.stem}-{port}.txt")
+            duration: int, rate: float = 0) -> dict[str, Any]:
+    """wrk's figures for one load: as fast as the server answers, or offered at ``rate`` POST/s."""
+    answered_file = paths_file.with_name(f"answered-{paths_file.stem}-{port}-{rate:g}.txt")
+    pause_ms = args.connections * 1000 / rate if rate else 0
     result = subprocess.run(
         [WRK, "-t", str(args.threads), "-c", str(args.connections), "-d", f"{duration}s",
          "--timeout", "10s", "-s", str(LUA), f"http://127.0.0.1:{port}", "--", str(paths_file),
-         str(args.threads), str(answered_file), answer_pattern], capture_output=True, text=True, check=True)
+         str(args.threads), str(answered_file), answer_pattern, f"{pause_ms:.3f}"],
+        capture_output=True, text=True, check=True)
     line = [text for text in result.stdout.splitlines() if text.startswith("{")][-1]
     figures = dict(json.loads(line))
     figures["answered"] = answered_file.read_text(encoding="ascii").split()
@@ -138,12 +146,12 @@ def posted(paths: list[str], issued: list[int]) -> set[int]:
     return {index for share, count in zip(shares, issued, strict=True) for index in share[:count]}
 
 
-def check(figures: dict[str, Any], answered: set[Any], posted_set: set[Any], recorded: set[Any],
-          wrongly: set[Any] | None = None) -> None:
+def check(figures: dict[str, Any], answered_200: int, answered: set[Any], posted_set: set[Any],
+          recorded: set[Any], wrongly: set[Any] | None = None) -> None:
     """Every 200 recorded, nothing recorded that was not POSTed; the POSTs wrk cut off
     unanswered when its time was up are counted apart (the server may never have read them)."""
     problems = []
-    if len(answered) != figures["answered_200"] or "?" in answered:
+    if len(answered) != answered_200 or "?" in answered:
         problems.append("some 200 answers did not name their unsubscribe")
     if answered - recorded:
         problems.append(f"{len(answered - recorded)} unsubscribe(s) answered 200 but not recorded")
@@ -155,8 +163,24 @@ def check(figures: dict[str, Any], answered: set[Any], posted_set: set[Any], rec
     figures["cut_off"] = len(posted_set - answered)
 
 
+def _phases(figures: dict[str, Any], paths: list[str], tokens: int) -> tuple[list[str], set[int]]:
+    """What wrk answered, and the indexes (into ``paths``) of what it POSTed, over both loads:
+    the tokens first, then the warm-up's, then the steady load's (``--rate``)."""
+    answered = list(figures["answered"])
+    indexes = posted(paths[:tokens], figures["issued"])
+    if "steady" in figures:
+        start = tokens + WARM_UP
+        answered += figures["steady"]["answered"]
+        indexes |= {start + i for i in posted(paths[start:], figures["steady"]["issued"])}
+    return answered, indexes
+
+
+def _answered_200(figures: dict[str, Any]) -> int:
+    return int(figures["answered_200"] + figures.get("steady", {}).get("answered_200", 0))
+
+
 def check_wip_mailer(url: str, pairs: list[tuple[int, int]], figures: dict[str, Any],
-                     paths: list[str]) -> None:
+                     paths: list[str], tokens: int) -> None:
     connection = sqlite3.connect(db.sqlite_path(url))  # type: ignore[arg-type]
     left = {row[0] for row in connection.execute(
         "SELECT subscriber_id FROM membership WHERE status = 'unsubscribed'")}
@@ -167,22 +191,24 @@ def check_wip_mailer(url: str, pairs: list[tuple[int, int]], figures: dict[str, 
     left_by_subscriber = {row[0] for row in connection.execute(
         "SELECT id FROM subscriber WHERE status = 'unsubscribed'")}
     connection.close()
-    answered = {int(text) for text in figures["answered"] if text.isdigit()} | (
-        {"?"} if any(not text.isdigit() for text in figures["answered"]) else set())
-    posted_set = {pairs[i][0] for i in posted(paths[:-WARM_UP], figures["issued"])}
-    warmed = {subscriber_id for subscriber_id, _ in pairs[-WARM_UP:]}
+    texts, indexes = _phases(figures, paths, tokens)
+    answered = {int(text) for text in texts if text.isdigit()} | (
+        {"?"} if any(not text.isdigit() for text in texts) else set())
+    posted_set = {pairs[i][0] for i in indexes}
+    warmed = {subscriber_id for subscriber_id, _ in pairs[tokens:tokens + WARM_UP]}
     left -= warmed
     wrongly = {s for s in left if events.get(s) != 1 or s not in left_by_subscriber}
-    check(figures, answered, posted_set, left, wrongly)
+    check(figures, _answered_200(figures), answered, posted_set, left, wrongly)
 
 
-def check_baseline(path: Path, paths: list[str], figures: dict[str, Any]) -> None:
+def check_baseline(path: Path, paths: list[str], figures: dict[str, Any], tokens: int) -> None:
     connection = sqlite3.connect(path)
     recorded = {row[0] for row in connection.execute("SELECT token FROM unsubscribe")}
     connection.close()
-    posted_set = {paths[i].rsplit("/", 1)[1] for i in posted(paths[:-WARM_UP], figures["issued"])}
-    recorded -= {path.rsplit("/", 1)[1] for path in paths[-WARM_UP:]}
-    check(figures, set(figures["answered"]), posted_set, recorded)
+    texts, indexes = _phases(figures, paths, tokens)
+    posted_set = {paths[i].rsplit("/", 1)[1] for i in indexes}
+    recorded -= {path.rsplit("/", 1)[1] for path in paths[tokens:tokens + WARM_UP]}
+    check(figures, _answered_200(figures), set(texts), posted_set, recorded)
 
 
 def serve_and_load(command: list[str], env: dict[str, str], port: int, paths_file: Path,
@@ -199,6 +225,11 @@ def serve_and_load(command: list[str], env: dict[str, str], port: int, paths_fil
         cpu_after, requests = cpu_seconds(server.pid), max(figures["requests"], 1)
         figures["cpu_us"] = (sum(cpu_after) - sum(cpu_before)) / requests * 1e6
         figures["writer_cpu_us"] = (cpu_after[1] - cpu_before[1]) / requests * 1e6
+        if args.rate:
+            # Then a steady offered load on fresh tokens: the latency people see at that rate.
+            steady = run_wrk(port, paths_file.with_name(f"steady-{paths_file.name}"), answer_pattern,
+                             args, args.duration, args.rate)
+            figures["steady"] = steady
     finally:
         server.terminate()  # SIGTERM: uvicorn finishes the requests in flight, then the lifespan
         _, stderr = server.communicate(timeout=60)
@@ -212,14 +243,17 @@ def one_run(args: argparse.Namespace, run: int) -> dict[str, dict[str, Any]]:
         work = Path(folder)
         port = free_port()
         url = f"sqlite:///{work / 'wip.db'}"
-        pairs = populate(url, args.tokens + WARM_UP)
+        pairs = populate(url, args.tokens + WARM_UP + (args.tokens if args.rate else 0))
         settings = load_settings(environment(url, port), work / "absent.env")
         make = token_maker(SECRET, Purpose.UNSUBSCRIBE)  # what personalise puts in every email
         paths = [f"/u/{make(subscriber_id, list_id)}" for subscriber_id, list_id in pairs]
         assert settings.base_url + paths[0] == unsubscribe_url(settings, *pairs[0])
         paths_file = work / "paths.txt"
         paths_file.write_text("\n".join(paths[:args.tokens]) + "\n", encoding="ascii")
-        (work / "warm-up.txt").write_text("\n".join(paths[args.tokens:]) + "\n", encoding="ascii")
+        (work / "warm-up.txt").write_text(
+            "\n".join(paths[args.tokens:args.tokens + WARM_UP]) + "\n", encoding="ascii")
+        steady = args.tokens + WARM_UP  # the steady load's own tokens (see --rate)
+        (work / "steady-paths.txt").write_text("\n".join(paths[steady:]) + "\n", encoding="ascii")
 
         writer = start_writer(url, args) if args.writer else None
         try:
@@ -230,7 +264,7 @@ def one_run(args: argparse.Namespace, run: int) -> dict[str, dict[str, Any]]:
             if writer is not None:
                 writer.terminate()
                 writer.wait()
-        check_wip_mailer(url, pairs, wip, paths)
+        check_wip_mailer(url, pairs, wip, paths, args.tokens)
 
         base_port, base_db = free_port(), work / "baseline.db"
         writer = start_writer(f"sqlite:///{base_db}", args) if args.writer else None
@@ -242,7 +276,7 @@ def one_run(args: argparse.Namespace, run: int) -> dict[str, dict[str, Any]]:
             if writer is not None:
                 writer.terminate()
                 writer.wait()
-        check_baseline(base_db, paths, base)
+        check_baseline(base_db, paths, base, args.tokens)
     for name, figures in (("wip-mailer", wip), ("baseline", base)):
         print(f"  run {run}: {name:10} {describe(figures)}", flush=True)
     return {"wip-mailer": wip, "baseline": base}
@@ -259,6 +293,12 @@ def describe(figures: dict[str, Any]) -> str:
             f"  posted {sum(figures['issued'])}")
     text += f"  answered 200 {figures['answered_200']}, cut off unanswered {figures['cut_off']}"
     text += "  every 200 recorded: " + ("yes" if not figures["problems"] else "; ".join(figures["problems"]))
+    if "steady" in figures:
+        steady = figures["steady"]
+        steady_rate = steady["requests"] / (steady["duration_us"] / 1e6)
+        text += (f"\n      steady load: {steady_rate:5.0f} POST/s  p50 {steady['p50_us'] / 1000:6.1f} ms"
+                 f"  p99 {steady['p99_us'] / 1000:6.1f} ms  max {steady['max_us'] / 1000:6.1f} ms"
+                 f"  errors {steady['socket_errors'] + steady['timeouts'] + steady['answered_other']}")
     if "server_stderr" in figures:
         text += f"\n      server said: {figures['server_stderr']}"
     return text
@@ -328,6 +368,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--duration", type=int, default=5, help="seconds of load per server and run")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
+    parser.add_argument("--rate", type=float, default=0, metavar="POST_PER_S",
+                        help="after the burst, a steady load offered at this rate (0: none)")
     parser.add_argument("--writer", action="store_true", help="a sender-like writer on the same file")
     parser.add_argument("--serve-baseline", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--write-like-a-sender", type=Path, help=argparse.SUPPRESS)
@@ -361,6 +403,17 @@ def main() -> None:
               f"server CPU {cpu:4.0f} µs/POST  errors {errors} (all runs)  "
               f"every 200 recorded: {'yes' if not unrecorded else 'NO'}"
               + (f"  ({wraps} run(s) ran out of tokens: raise --tokens)" if wraps else ""))
+        if args.rate:
+            steady = [r["steady"] for r in runs]
+            steady_rate = statistics.median(r["requests"] / (r["duration_us"] / 1e6) for r in steady)
+            steady_p50 = statistics.median(r["p50_us"] for r in steady) / 1000
+            steady_p99 = statistics.median(r["p99_us"] for r in steady) / 1000
+            worst = max(r["p99_us"] for r in steady) / 1000
+            steady_errors = sum(r["socket_errors"] + r["timeouts"] + r["answered_other"] for r in steady)
+            print(f"  {'':10} steady load offered at {args.rate:g} POST/s: {steady_rate:5.0f} POST/s  "
+                  f"p50 {steady_p50:6.1f} ms  p99 {steady_p99:6.1f} ms (worst run {worst:.1f} ms)  "
+                  f"errors {steady_errors}")
+            errors += steady_errors
         failed = failed or bool(unrecorded) or errors > 0
     sys.exit(1 if failed else 0)
 
