@@ -239,6 +239,7 @@ class Delivery(SQLModel, table=True):
     last_reply: str = ""
     message_id: str | None = Field(default=None, max_length=200, index=True)
     worker: str | None = Field(default=None, max_length=120)
+    relay: str | None = Field(default=None, max_length=120)  # the SMTP relay that accepted it
     updated_at: datetime = _created()
     sent_at: datetime | None = _utc()
 
