@@ -93,3 +93,13 @@ def test_send_with_workers_draws_one_bar_and_finishes(workdir, engine, smtp_serv
 def test_workers_option_refuses_resume(cli, workdir) -> None:
     result = cli("send", "2024-01", "--resume", "--workers", "2")
     assert result.exit_code != 0 and "--workers starts a new campaign" in result.output
+
+
+def test_the_systemd_unit_runs_an_existing_command(cli) -> None:
+    from pathlib import Path
+
+    unit = Path(__file__).resolve().parents[1] / "scripts" / "systemd" / "wip-mailer-worker@.service"
+    exec_start = next(line for line in unit.read_text().splitlines() if line.startswith("ExecStart="))
+    args = exec_start.split()[1:]
+    assert args == ["worker"]
+    assert cli(*args, "--help").exit_code == 0
