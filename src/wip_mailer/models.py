@@ -224,6 +224,8 @@ class Delivery(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("campaign_id", "subscriber_id"),
         Index("ix_delivery_queue", "campaign_id", "state", "next_attempt_at"),
+        # A claim takes the lowest ids in a state: read in order from here, not sorted per claim.
+        Index("ix_delivery_claim", "campaign_id", "state", "id"),
     )
     id: int | None = Field(default=None, primary_key=True)
     campaign_id: int = Field(foreign_key="campaign.id", ondelete="CASCADE")
