@@ -246,12 +246,14 @@ def _start_campaign(engine: Engine, edition_id: int, request: SendRequest, lists
             edition = session.get(Edition, edition_id)
             assert edition is not None
             set_edition_status(session, edition, EditionStatus.SENDING)
-            return campaign.id
+            campaign_id, frozen = campaign.id, campaign.recipient_count
     except IntegrityError:
         raise StateError(
             f"Edition {request.slug!r} is being sent by another process that started just now; "
             "this send did nothing."
         ) from None
+    ledger.analyze_after_freeze(engine, frozen)
+    return campaign_id
 
 
 def campaign_lease(engine: Engine, settings: Settings, campaign_id: int) -> Lease:
