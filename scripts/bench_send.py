@@ -10,11 +10,20 @@ recipient freeze excluded and reported apart). In the same run a naive loop —
 `EmailMessage` built per recipient + `smtplib.send_message`, same number of
 connections — is timed as the baseline. Medians of the runs are printed.
 
+Scale-out, in the same run: `send --workers 2` on SQLite, and one and two `wip-mailer worker`
+processes on PostgreSQL (a fresh database on `--postgres` per run), each freezing the same
+campaign and sending it to the same sink. Every configuration is timed the same way: from
+the first delivery recorded to the last, read from the ledger (worker processes start in
+~1 s, which is not sending). Ceilings: the raw pre-built Python client, and Postfix's C
+client `smtp-source -d -s <connections> -l <message size>`.
+
 Peak memory is measured in a child process sending to `--memory-recipients`
-subscribers (VmHWM of the child process).
+subscribers (VmHWM of the child process), and for each of 2 workers on PostgreSQL at the
+same count (VmHWM of the worker processes, read while they run).
 
 Usage:  .venv/bin/python scripts/bench_send.py [--recipients 20000] [--runs 3]
         [--connections 4] [--naive-recipients 4000] [--memory-recipients 100000]
+        [--postgres postgresql+psycopg://postgres@127.0.0.1:5432] [--no-workers]
         [--seed FILE]   (the edition to send, imported, approved and rendered through the
                          editorial and render stages; default: the sample edition in
                          ../shared/seed/, or a generated ~60 KB edition when it is absent)
@@ -56,6 +65,8 @@ from wip_mailer.render import (  # noqa: E402
 from wip_mailer.settings import load_settings  # noqa: E402
 
 SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
+SMTP_SOURCE = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
+SECRET = "benchmark-secret-key-0123456789abcdef"
 SAMPLE = ROOT.parent / "shared" / "seed" / "work-in-progress-2024-01-gennaio-febbraio.md"
 
 
@@ -169,12 +180,22 @@ class Timing:
 
     def __init__(self) -> None:
         self.started = self.stopped = 0.0
+        self.first_at = self.last_at = 0.0
+        self.first_done = self.last_done = 0
 
     def start(self, total: int, done: int) -> None:
         self.started = time.perf_counter()
 
     def update(self, done: int) -> None:
-        pass
+        now = time.perf_counter()
+        if not self.first_at and done:
+            self.first_at, self.first_done = now, done
+        self.last_at, self.last_done = now, done
+
+    def window_rate(self) -> float:
+        """Deliveries recorded a second, from the first recorded to the last (the same clock
+        for one process and for workers)."""
+        return (self.last_done - self.first_done) / max(self.last_at - self.first_at, 1e-9)
 
     def note(self, text: str) -> None:
         pass
@@ -211,7 +232,95 @@ def run_wip_mailer(port: int, recipients: int, connections: int, rendered: Rende
     engine.dispose()
     assert summary.sent == recipients, summary
     return {"rate": recipients / (timing.stopped - timing.started), "total_seconds": ended - began,
-            "freeze_seconds": timing.started - began}
+            "freeze_seconds": timing.started - began, "window_rate": timing.window_rate()}
+
+
+def _peak_kib(pid: int) -> int:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    return next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), 0)
+
+
+def run_workers(port: int, recipients: int, connections: int, rendered: RenderedEdition, workdir: Path,
+                url: str, workers: int) -> dict[str, float]:
+    """Freeze the campaign as `send` does, then N `wip-mailer worker --once` processes send it."""
+    from wip_mailer.dispatch import CampaignSummary, SummaryStatus, ledger
+    from wip_mailer.dispatch.workers import worker_command
+
+    populate(url, recipients)
+    env = {"WIP_MAILER_DATABASE_URL": url, "WIP_MAILER_SMTP_PORT": str(port),
+           "WIP_MAILER_SECRET_KEY": SECRET, "WIP_MAILER_SMTP_CONNECTIONS": str(connections),
+           "WIP_MAILER_JOURNAL_DIR": str(workdir / "journal"),
+           "WIP_MAILER_BOUNCE_ADDRESS": "bounces@example.org"}
+    settings = load_settings(env, workdir / "absent.env")
+    engine = db.open_database(url)
+    frozen: list[int] = []
+
+    def preflight(session: object, settings: object, slug: str) -> object:
+        class Report:
+            blocking: tuple[str, ...] = ()
+            warnings: tuple[str, ...] = ()
+        report = Report()
+        report.rendered = rendered  # type: ignore[attr-defined]
+        return report
+
+    def capture(campaign_id: int) -> CampaignSummary:
+        frozen.append(campaign_id)
+        return CampaignSummary(campaign_id, recipients, 0, 0, 0, 0, 0, SummaryStatus.SENDING)
+
+    began = time.perf_counter()
+    send_edition(engine, settings, SendRequest("bench", ("bench",)), preflight=preflight,  # type: ignore[arg-type]
+                 run=capture)
+    freeze = time.perf_counter() - began
+    command = worker_command(frozen[0], connections, None)
+    child_env = {**os.environ, **env}
+    processes = [subprocess.Popen(command, env=child_env, cwd=workdir, stdout=subprocess.DEVNULL)
+                 for _ in range(workers)]
+    timing, peaks = Timing(), [0] * workers
+    while any(process.poll() is None for process in processes):
+        with engine.connect() as connection:
+            counts = ledger.state_counts(connection, frozen[0])
+        timing.update(counts["sent"])
+        peaks = [max(peak, _peak_kib(process.pid)) for peak, process in zip(peaks, processes, strict=True)]
+        time.sleep(0.05)
+    with engine.connect() as connection:
+        counts = ledger.state_counts(connection, frozen[0])
+    engine.dispose()
+    assert counts["sent"] == recipients and all(p.returncode == 0 for p in processes), counts
+    return {"window_rate": timing.window_rate(), "freeze_seconds": freeze,
+            "peak_rss_mb": max(peaks) / 1024, "total_seconds": time.perf_counter() - began}
+
+
+class PostgresDatabase:
+    """A fresh database on the server for one configuration, dropped afterwards."""
+
+    def __init__(self, server: str) -> None:
+        import secrets
+
+        import sqlalchemy as sa
+
+        self.server = server.rstrip("/")
+        self.name = f"wip_bench_{secrets.token_hex(4)}"
+        self.admin = sa.create_engine(f"{self.server}/postgres", isolation_level="AUTOCOMMIT")
+        with self.admin.connect() as connection:
+            connection.exec_driver_sql(f'CREATE DATABASE "{self.name}"')
+        self.url = f"{self.server}/{self.name}"
+
+    def drop(self) -> None:
+        with self.admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE "{self.name}" WITH (FORCE)')
+        self.admin.dispose()
+
+
+def run_smtp_source(port: int, recipients: int, connections: int, size: int) -> float:
+    """Postfix's C client: `smtp-source -d -s N -l SIZE -m COUNT` (one connection kept per session)."""
+    began = time.perf_counter()
+    subprocess.run([SMTP_SOURCE, "-d", "-s", str(connections), "-l", str(size), "-m", str(recipients),
+                    "-f", "newsletter@example.org", "-t", "reader@example.net", f"127.0.0.1:{port}"],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return recipients / (time.perf_counter() - began)
 
 
 def rate_of_threads(worker: Callable[[range], None], recipients: int, connections: int) -> float:
@@ -303,6 +412,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--memory-recipients", type=int, default=100_000, help="0 skips the memory run")
     parser.add_argument("--seed", type=Path, help="newsletter document to import, render and send")
+    parser.add_argument("--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432",
+                        help="PostgreSQL server for the worker configurations")
+    parser.add_argument("--no-workers", action="store_true", help="only the one-process send and baselines")
     parser.add_argument("--child-memory", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_memory:
@@ -316,28 +428,63 @@ def main() -> None:
           f"{args.recipients} recipients, "
           f"{args.connections} connections, {args.runs} runs; {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}")
-    wip_rates, naive_rates, ceiling_rates, freezes = [], [], [], []
+    size = len(MessageTemplate(load_settings({"WIP_MAILER_SECRET_KEY": SECRET}, Path("/nonexistent/.env")),
+                               rendered, campaign_id=1, list_names={1: "bench"})
+               .build(Addressee("reader0000001@example.net", "Lettore 1", 1, 1, 1)).smtp_data)
+    configs = ["one process (SQLite)"]
+    if not args.no_workers:
+        configs += ["--workers 2 (SQLite)", "1 worker (PostgreSQL)", "2 workers (PostgreSQL)"]
+    rates: dict[str, list[float]] = {name: [] for name in configs}
+    wip_rates, naive_rates, ceiling_rates, source_rates, freezes = [], [], [], [], []
     for run in range(1, args.runs + 1):
         sink = Sink()
         try:
             with tempfile.TemporaryDirectory() as folder:
                 result = run_wip_mailer(sink.port, args.recipients, args.connections, rendered, Path(folder))
+            rates["one process (SQLite)"].append(result["window_rate"])
+            line = []
+            for name, workers in (("--workers 2 (SQLite)", 2), ("1 worker (PostgreSQL)", 1),
+                                  ("2 workers (PostgreSQL)", 2)):
+                if name not in rates:
+                    continue
+                with tempfile.TemporaryDirectory() as folder:
+                    database = PostgresDatabase(args.postgres) if "PostgreSQL" in name else None
+                    try:
+                        url = database.url if database else f"sqlite:///{Path(folder) / 'bench.db'}"
+                        scaled = run_workers(sink.port, args.recipients, args.connections, rendered,
+                                             Path(folder), url, workers)
+                    finally:
+                        if database:
+                            database.drop()
+                rates[name].append(scaled["window_rate"])
+                line.append(f"{name} {scaled['window_rate']:,.0f}")
             naive = run_naive(sink.port, args.naive_recipients, args.connections, rendered)
             ceiling = run_ceiling(sink.port, args.naive_recipients * 2, args.connections, rendered)
+            source = run_smtp_source(sink.port, args.naive_recipients * 2, args.connections, size)
         finally:
             sink.stop()
         wip_rates.append(result["rate"])
         naive_rates.append(naive)
         ceiling_rates.append(ceiling)
+        source_rates.append(source)
         freezes.append(result["freeze_seconds"])
         print(f"run {run}: wip-mailer {result['rate']:,.0f} msg/s (sending phase; recipient freeze "
-              f"{result['freeze_seconds']:.1f} s, whole send {result['total_seconds']:.1f} s); "
-              f"naive loop {naive:,.0f} msg/s; raw pre-built client (ceiling) {ceiling:,.0f} msg/s")
+              f"{result['freeze_seconds']:.1f} s, whole send {result['total_seconds']:.1f} s; first to last "
+              f"record {result['window_rate']:,.0f}); {'; '.join(line) + '; ' if line else ''}"
+              f"naive loop {naive:,.0f} msg/s; raw pre-built client (ceiling) {ceiling:,.0f} msg/s; "
+              f"smtp-source {source:,.0f} msg/s")
     wip, naive = statistics.median(wip_rates), statistics.median(naive_rates)
-    ceiling = statistics.median(ceiling_rates)
+    ceiling, source = statistics.median(ceiling_rates), statistics.median(source_rates)
     print(f"median: wip-mailer {wip:,.0f} msg/s, naive {naive:,.0f} msg/s, "
           f"{wip / naive:.1f}x the naive loop; "
           f"{wip / ceiling:.0%} of the raw pre-built client ({ceiling:,.0f} msg/s)")
+    one = statistics.median(rates["one process (SQLite)"])
+    print(f"first-to-last-record rates (message {size / 1000:.0f} KB; smtp-source -d -s {args.connections} "
+          f"-l {size}: {source:,.0f} msg/s):")
+    for name, values in rates.items():
+        rate = statistics.median(values)
+        print(f"  {name:<24} {rate:>7,.0f} msg/s  {rate / one:.2f}x one process  "
+              f"{rate / source:.0%} of smtp-source  {rate / ceiling:.0%} of the raw client")
     if args.memory_recipients:
         child = subprocess.run([sys.executable, __file__, "--child-memory", str(args.memory_recipients),
                                 "--connections", str(args.connections)]
@@ -346,6 +493,18 @@ def main() -> None:
         memory = json.loads(child.stdout.strip().splitlines()[-1])
         print(f"memory: {args.memory_recipients} recipients, peak RSS {memory['peak_rss_mb']:.0f} MB "
               f"({memory['rate']:,.0f} msg/s, whole send {memory['total_seconds']:.0f} s)")
+        if not args.no_workers:
+            sink = Sink()
+            database = PostgresDatabase(args.postgres)
+            try:
+                with tempfile.TemporaryDirectory() as folder:
+                    scaled = run_workers(sink.port, args.memory_recipients, args.connections, rendered,
+                                         Path(folder), database.url, 2)
+            finally:
+                database.drop()
+                sink.stop()
+            print(f"memory: 2 workers on PostgreSQL, {args.memory_recipients} recipients, peak RSS per "
+                  f"worker {scaled['peak_rss_mb']:.0f} MB ({scaled['window_rate']:,.0f} msg/s)")
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ class Faults:
     drop_before_dot: int = 0  # this many DATA commands: answer 354, read 64 KiB, hang up
     store_then_drop: int = 0  # this many messages: store, then hang up without replying
     store_then_delay_seconds: float = 0.0  # store at once, answer this much later
+    always_421: bool = False  # every message: reply 421 and close, store nothing (a relay in trouble)
 
 
 class FaultyHandler:
@@ -95,6 +96,9 @@ class FaultyHandler:
                 self.faults.drop_after_messages = None
                 server.transport.close()  # type: ignore[union-attr]
                 return "421 dropped"  # never reaches the client
+            if self.faults.always_421:
+                asyncio.get_running_loop().call_soon(server.transport.close)  # type: ignore[union-attr]
+                return "421 4.3.2 Too busy, try another relay"
             if self.faults.close_after_messages is not None and count >= self.faults.close_after_messages:
                 self.faults.close_after_messages = None
                 # Close right after this reply is written (push happens before the next loop turn;
@@ -182,6 +186,12 @@ class SmtpTestServer:
 
     def start(self) -> None:
         self.controller.start()
+
+    def stop_listening(self) -> None:
+        """Refuse new connections from now on; the sessions already open go on to their end."""
+        server = self.controller.server
+        assert server is not None
+        self.controller.loop.call_soon_threadsafe(server.close)
 
     def stop(self) -> None:
         self.controller.stop()

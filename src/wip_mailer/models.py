@@ -241,6 +241,8 @@ class Delivery(_Table, table=True):
     __table_args__ = (
         UniqueConstraint("campaign_id", "subscriber_id"),
         Index("ix_delivery_queue", "campaign_id", "state", "next_attempt_at"),
+        # A claim takes the lowest ids in a state: read in order from here, not sorted per claim.
+        Index("ix_delivery_claim", "campaign_id", "state", "id"),
     )
     id: int | None = Field(default=None, primary_key=True)
     campaign_id: int = Field(foreign_key="campaign.id", ondelete="CASCADE")
@@ -256,6 +258,7 @@ class Delivery(_Table, table=True):
     last_reply: str = ""
     message_id: str | None = Field(default=None, max_length=200, index=True)
     worker: str | None = Field(default=None, max_length=120)
+    relay: str | None = Field(default=None, max_length=120)  # the SMTP relay that accepted it
     updated_at: datetime = _created()
     sent_at: datetime | None = _utc()
 

@@ -44,6 +44,9 @@ class Settings:
     smtp_timeout: float = 30.0
     smtp_connections: int = 4
     smtp_messages_per_connection: int = 1000
+    smtp_relays: str = ""  # several relays with failover (dispatch.relays): a list or a .toml file
+    relay_backoff_seconds: float = 300.0
+    worker_claim_batch: int = 100
     rate_per_second: float = 0.0
     rate_per_hour: int = 0
     retry_base_seconds: float = 60.0
@@ -201,6 +204,8 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "SMTP_TIMEOUT": lambda k, v: _float(k, v, 0.1),
     "SMTP_CONNECTIONS": lambda k, v: _int(k, v, 1, 64),
     "SMTP_MESSAGES_PER_CONNECTION": lambda k, v: _int(k, v, 1, 1_000_000),
+    "RELAY_BACKOFF_SECONDS": lambda k, v: _float(k, v, 1),
+    "WORKER_CLAIM_BATCH": lambda k, v: _int(k, v, 1, 5000),
     "RATE_PER_SECOND": lambda k, v: _float(k, v, 0),
     "RATE_PER_HOUR": lambda k, v: _int(k, v, 0, 100_000_000),
     "RETRY_BASE_SECONDS": lambda k, v: _float(k, v, 0.01),

@@ -44,6 +44,8 @@ COMMANDS: dict[str, LazyCommand] = {
                            "that come back to the bounce address."),
     "send": LazyCommand("dispatch", "send", "Send edition SLUG to every active subscriber of the lists, "
                         "once each."),
+    "worker": LazyCommand("dispatch", "worker", "Send the queued and due deliveries of every running "
+                          "campaign, beside other workers."),
     "campaigns": LazyCommand("dispatch", "campaigns", "Campaigns: the sends of an edition, their "
                              "progress and results."),
     "schedule": LazyCommand("schedule", "schedule_group", "Schedule an edition to be sent (or checked, "

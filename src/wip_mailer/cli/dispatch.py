@@ -1,4 +1,4 @@
-"""Sending commands: send, campaigns list|status|resume."""
+"""Sending commands: send, worker, campaigns list|status|resume."""
 
 from __future__ import annotations
 
@@ -136,12 +136,14 @@ def _confirmation(slug: str, settings: Settings, lists: tuple[str, ...], segment
 @click.option("--resume", is_flag=True, help="Carry on the edition's paused or interrupted campaign.")
 @click.option("--resend-in-doubt", is_flag=True,
               help="With --resume: also resend the messages a crash left in doubt.")
+@click.option("--workers", type=click.IntRange(1, 64), metavar="N",
+              help="Send with N worker processes on this machine (each with --connections).")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @json_option
 @pass_app
 def send(app: App, slug: str, lists: tuple[str, ...], segment: str | None, dry_run: bool,
          test_to: tuple[str, ...], connections: int | None, rate: float | None, resume: bool,
-         resend_in_doubt: bool, yes: bool, as_json: bool) -> None:
+         resend_in_doubt: bool, workers: int | None, yes: bool, as_json: bool) -> None:
     """Send edition SLUG to every active subscriber of the lists, once each.
 
     The pre-flight check runs first; its warnings are shown. Ctrl-C finishes the
@@ -168,9 +170,76 @@ def send(app: App, slug: str, lists: tuple[str, ...], segment: str | None, dry_r
     request = SendRequest(slug=slug, lists=lists, segment=segment, dry_run=dry_run, test_to=test_to,
                           connections=connections, rate_per_second=rate, resume=resume,
                           resend_in_doubt=resend_in_doubt)
+    run = None
+    if workers is not None:
+        if resume or dry_run or test_to:
+            raise click.UsageError("--workers starts a new campaign: it does not go with --resume, "
+                                   "--dry-run or --test-to (workers carry on a running campaign by "
+                                   "themselves: `wip-mailer worker`).")
+        from wip_mailer.dispatch.workers import run_local_workers
+
+        def run(campaign_id: int) -> CampaignSummary:
+            return run_local_workers(app.engine, app.settings, campaign_id, workers, progress=progress,
+                                     connections=connections, rate_per_second=rate)
+
     summary = send_edition(app.engine, app.settings, request, confirm=confirm, progress=progress,
-                           preflight=preflight)
+                           preflight=preflight, run=run)
     _report(summary, as_json)
+
+
+@click.command()
+@click.option("--connections", type=click.IntRange(1, 64), help="Parallel SMTP connections of this worker.")
+@click.option("--rate", callback=_rate, metavar="N/s", help="At most N messages per second from this worker.")
+@click.option("--campaign", "campaign_id", type=int, metavar="ID", help="Only this campaign.")
+@click.option("--once", is_flag=True, help="Stop when no campaign (in scope) is being sent any more.")
+@json_option
+@pass_app
+def worker(app: App, connections: int | None, rate: float | None, campaign_id: int | None, once: bool,
+           as_json: bool) -> None:
+    """Send the queued and due deliveries of every running campaign, beside other workers.
+
+    Runs until SIGTERM (or Ctrl-C): then it finishes the messages in flight, hands its
+    unsent claims back at once and stops. Workers on other hosts share the campaigns
+    through PostgreSQL; a killed worker's rows are settled by the others.
+
+    Example: wip-mailer worker --connections 4
+    """
+    import dataclasses
+    import signal
+
+    from wip_mailer.dispatch.workers import Worker
+
+    settings = app.settings
+    if connections is not None:
+        settings = dataclasses.replace(settings, smtp_connections=connections)
+    if rate is not None:
+        settings = dataclasses.replace(settings, rate_per_second=rate)
+    from wip_mailer.dispatch.relays import relays_of
+
+    relays_of(settings)  # a malformed WIP_MAILER_SMTP_RELAYS: one sentence, before anything
+    console = Console(stderr=True)
+    runner = Worker(app.engine, settings, campaign_id=campaign_id, once=once,
+                    on_note=lambda text: console.print(text, highlight=False, markup=False))
+    handlers = {sig: signal.signal(sig, lambda signum, frame: runner.interrupt())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        report = runner.run()
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    counts = report.counts
+    if as_json:
+        echo_json({"token": runner.lease.token, "campaigns": sorted(report.campaigns),
+                   "finished": sorted(report.finished), "sent": counts.sent, "deferred": counts.deferred,
+                   "failed": counts.failed, "skipped": counts.skipped, "in_doubt": counts.in_doubt,
+                   "error": str(report.error) if report.error else None})
+    else:
+        click.echo(f"Worker {runner.lease.token} stopped: {counts.sent} sent, {counts.deferred} deferred, "
+                   f"{counts.failed} failed, {counts.skipped} skipped, {counts.in_doubt} in doubt "
+                   f"(campaigns {', '.join(map(str, sorted(report.campaigns))) or 'none'}).")
+    if report.error is not None:
+        click.echo(f"Error: {report.error}", err=True)
+        raise click.exceptions.Exit(1)
 
 
 @click.group()
@@ -246,6 +315,11 @@ def _describe(app: App, row: dict[str, Any]) -> None:
     bounces = row["bounces"]
     click.echo(f"  bounces: {bounces['hard']} hard ({bounces['hard_rate']:.2%}), {bounces['soft']} soft "
                f"({bounces['soft_rate']:.2%}); {_complaint_rate(bounces)}: {bounces['complaints']}")
+    if row.get("relays"):
+        relays = row["relays"].items()
+        click.echo("  relays: " + ", ".join(f"{name} {number} sent" for name, number in relays))
+    if row.get("workers"):
+        click.echo(f"  Being sent by {len(row['workers'])} worker(s): {', '.join(row['workers'])}.")
     if row["sender"]:
         click.echo(f"  Being sent by {row['sender']} (lease until {_local(app, row['sender_lease_until'])}); "
                    f"pause it with `wip-mailer campaigns pause {row['id']}`.")

@@ -25,6 +25,7 @@ from wip_mailer.db import session_scope, utcnow
 from wip_mailer.dispatch import ledger
 from wip_mailer.dispatch.journal import Journal
 from wip_mailer.dispatch.ratelimit import Pacer
+from wip_mailer.dispatch.relays import relay_pool, relays_of, sender_factory
 from wip_mailer.dispatch.runner import RunCounts, Runner, RunOutcome
 from wip_mailer.dispatch.trial import dry_run, send_tests
 from wip_mailer.dispatch.types import CampaignSummary, SendRequest, SummaryStatus
@@ -108,12 +109,15 @@ def _effective(settings: Settings, connections: int | None, rate: float | None) 
 
 def send_edition(engine: Engine, settings: Settings, request: SendRequest, *,
                  confirm: Callable[[int], bool] | None = None, progress: Progress | None = None,
-                 preflight: Preflight | None = None) -> CampaignSummary:
+                 preflight: Preflight | None = None,
+                 run: Callable[[int], CampaignSummary] | None = None) -> CampaignSummary:
     """Send an edition to the selected lists (or dry-run it, or send test copies).
 
     ``confirm(recipient_count)`` is asked before anything is sent; None means yes
-    (the scheduler). Raises StateError when the check blocks or the edition already has
-    a campaign running, NotFoundError for an unknown edition or list.
+    (the scheduler). ``run(campaign_id)``, when given, sends the frozen campaign instead of
+    this process (``send --workers N``: ``workers.run_local_workers``). Raises StateError
+    when the check blocks or the edition already has a campaign running, NotFoundError for
+    an unknown edition or list.
     """
     settings = _effective(settings, request.connections, request.rate_per_second)
     if request.resume:
@@ -164,7 +168,10 @@ def send_edition(engine: Engine, settings: Settings, request: SendRequest, *,
     if confirm is not None and not confirm(count):
         return CampaignSummary(None, count, 0, 0, 0, 0, 0, SummaryStatus.NOT_CONFIRMED)
 
+    relays_of(settings)  # a malformed WIP_MAILER_SMTP_RELAYS stops here, before any campaign
     campaign_id = _start_campaign(engine, edition_id, request, lists, rendered, exclude)
+    if run is not None:
+        return run(campaign_id)
     return _run_campaign(engine, settings, campaign_id, progress=progress)
 
 
@@ -239,12 +246,14 @@ def _start_campaign(engine: Engine, edition_id: int, request: SendRequest, lists
             edition = session.get(Edition, edition_id)
             assert edition is not None
             set_edition_status(session, edition, EditionStatus.SENDING)
-            return campaign.id
+            campaign_id, frozen = campaign.id, campaign.recipient_count
     except IntegrityError:
         raise StateError(
             f"Edition {request.slug!r} is being sent by another process that started just now; "
             "this send did nothing."
         ) from None
+    ledger.analyze_after_freeze(engine, frozen)
+    return campaign_id
 
 
 def campaign_lease(engine: Engine, settings: Settings, campaign_id: int) -> Lease:
@@ -330,12 +339,16 @@ def _run(engine: Engine, settings: Settings, campaign_id: int, lease: Lease,
         if progress is not None:
             progress.update(done + counts.sent + counts.failed + counts.skipped + counts.in_doubt)
 
+    pool = relay_pool(settings)
     runner = Runner(
         engine, settings, campaign_id=campaign_id, list_ids=list_ids, template=template, lease=lease,
-        journal=journal, connections=settings.smtp_connections,
+        journal=journal, connections=pool.connections if pool else settings.smtp_connections,
         pacer=Pacer(settings.rate_per_second, settings.rate_per_hour),
         on_progress=on_progress, on_note=progress.note if progress is not None else None,
+        connect=sender_factory(pool),
     )
+    if pool is not None:
+        pool.runner_options(runner.stop, runner.on_note)
     outcome = None
     try:
         with _signals_interrupt(runner):

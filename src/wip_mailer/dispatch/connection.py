@@ -28,6 +28,7 @@ import smtplib
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol
 
 from wip_mailer.errors import DeliveryError
 from wip_mailer.fields import UNSAFE_IN_ADDRESS
@@ -106,6 +107,16 @@ def is_hard_bounce(code: int, reply: str) -> bool:
     return code in (550, 551, 553) and not _NOT_THE_ADDRESS.search(text)
 
 
+class SmtpSender(Protocol):
+    """What a sending thread uses: a ``Connection``, or a ``relays.RelayConnection`` over several."""
+
+    @property
+    def relay(self) -> str: ...  # the relay the last message went to, recorded in the ledger
+
+    def send(self, message: Outgoing, before_dot: Callable[[], bool] | None = None) -> SendResult: ...
+    def close(self) -> None: ...
+
+
 class Connection:
     def __init__(self, settings: Settings, cap: int | None = None):
         self.settings = settings
@@ -115,6 +126,7 @@ class Connection:
         self._dot_sent = False
         self.sent_in_session = 0
         self.sessions = 0
+        self.relay = f"{settings.smtp_host}:{settings.smtp_port}"  # recorded with each message sent
 
     # -- session ------------------------------------------------------------------------
     def _session(self) -> smtplib.SMTP:

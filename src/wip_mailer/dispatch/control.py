@@ -33,8 +33,30 @@ CANCELLED_REPLY = "skipped: the campaign was cancelled (`wip-mailer campaigns ca
 
 def live_sender(connection: sa.Connection | Engine, campaign_id: int) -> Holder | None:
     """The process sending the campaign now, or None (nobody; or its lease expired, or its
-    process is gone from this host)."""
-    return live_holder(connection, f"campaign:{campaign_id}")
+    process is gone from this host). With workers (``workers``), one of those holding rows."""
+    single = live_holder(connection, f"campaign:{campaign_id}")
+    if single is not None:
+        return single
+    workers = live_workers(connection, campaign_id)
+    return live_holder(connection, f"worker:{workers[0]}") if workers else None
+
+
+def live_workers(connection: sa.Connection | Engine, campaign_id: int) -> list[str]:
+    """The live workers holding claimed rows of the campaign (their tokens)."""
+    if isinstance(connection, Engine):
+        with connection.connect() as own:
+            return live_workers(own, campaign_id)
+    alive, _ = ledger.claimants(connection, campaign_id)
+    return sorted(token for token in alive
+                  if live_holder(connection, f"worker:{token}") is not None)
+
+
+def relay_counts(connection: sa.Connection | Session, campaign_id: int) -> dict[str, int]:
+    """Messages sent through each relay (``WIP_MAILER_SMTP_RELAYS``)."""
+    return {relay or "?": number for relay, number in connection.execute(
+        sa.select(col(Delivery.relay), sa.func.count())
+        .where(col(Delivery.campaign_id) == campaign_id, col(Delivery.state) == DeliveryState.SENT)
+        .group_by(col(Delivery.relay)).order_by(col(Delivery.relay)))}
 
 
 def _last_activity(session: Session, campaign_id: int) -> Any:
@@ -76,6 +98,8 @@ def _campaign_row(session: Session, campaign: Campaign, slug: str) -> dict[str, 
         "created_at": campaign.created_at, "started_at": campaign.started_at,
         "finished_at": campaign.finished_at,
         "sender": str(sender) if sender else None,
+        "workers": live_workers(session.connection(), campaign.id),
+        "relays": relay_counts(session, campaign.id),
         "sender_lease_until": sender.expires_at if sender else None,
         # "sending" in the database, but its sender is gone: `campaigns resume` takes over.
         "interrupted": interrupted,
@@ -146,8 +170,8 @@ def pause_campaign(engine: Engine, settings: Settings, campaign_id: int, *,
                          f"`wip-mailer campaigns resume {campaign_id}`.")
     if status != CampaignStatus.SENDING:
         raise StateError(f"Campaign {campaign_id} is {status}; only a campaign being sent can be paused.")
-    if live_sender(engine, campaign_id) is not None:
-        _ask_sender_to_stop(engine, campaign_id, "pause", wait)
+    # Asked even when nobody holds rows right now: idle workers must not claim meanwhile.
+    _ask_sender_to_stop(engine, campaign_id, "pause", wait)
     with session_scope(engine) as session:
         still_sending = _load(session, campaign_id).status == CampaignStatus.SENDING
     if still_sending:  # nobody was sending it (interrupted), or its sender died meanwhile
@@ -164,7 +188,7 @@ def cancel_campaign(engine: Engine, settings: Settings, campaign_id: int, *,
     if status not in ACTIVE:
         raise StateError(f"Campaign {campaign_id} is {status}; only a campaign being sent or paused "
                          "can be cancelled.")
-    if live_sender(engine, campaign_id) is not None:
+    if status == CampaignStatus.SENDING:
         _ask_sender_to_stop(engine, campaign_id, "cancel", wait)
     _settle_alone(engine, settings, campaign_id, CampaignStatus.CANCELLED, CANCELLED_REPLY)
     with session_scope(engine) as session:

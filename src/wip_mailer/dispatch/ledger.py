@@ -28,7 +28,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import islice
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Engine
@@ -37,7 +39,7 @@ from sqlmodel import Session, SQLModel
 from wip_mailer.audience import Recipient, email_hash, record_hard_bounce
 from wip_mailer.db import utcnow
 from wip_mailer.dispatch.journal import journal_path, read_journal
-from wip_mailer.lease import Lease
+from wip_mailer.lease import LEASE, Lease, holder_is_dead
 from wip_mailer.models import (
     DeliveryState,
     MembershipStatus,
@@ -81,6 +83,7 @@ class Result:
     message_id: str | None = None
     next_attempt_at: datetime | None = None
     hard_bounce: bool = False
+    relay: str | None = None  # the relay that accepted it (several relays: ``relays``)
 
 
 # --- freezing the recipients --------------------------------------------------------------
@@ -99,17 +102,22 @@ def already_sent_subscribers(session: Session, edition_id: int) -> set[int]:
 
 def freeze_recipients(session: Session, campaign_id: int, recipients: Iterable[Recipient],
                       exclude: set[int]) -> int:
-    """Write one ``queued`` row per recipient (in chunks, streaming); returns how many."""
+    """Write one ``queued`` row per recipient (in chunks, streaming); returns how many.
+
+    On PostgreSQL the rows go in with COPY, in the session's transaction (a million rows in
+    seconds, where one INSERT per row would take minutes); elsewhere in executemany chunks.
+    """
+    rows = ((campaign_id, r.subscriber_id, r.list_id, r.email) for r in recipients
+            if r.subscriber_id not in exclude)
+    if session.get_bind().dialect.name == "postgresql":
+        return _copy_rows(session, rows)
     now = utcnow()
     total = 0
     chunk: list[dict[str, object]] = []
-    for recipient in recipients:
-        if recipient.subscriber_id in exclude:
-            continue
+    for campaign, subscriber_id, list_id, email in rows:
         chunk.append({
-            "campaign_id": campaign_id, "subscriber_id": recipient.subscriber_id,
-            "list_id": recipient.list_id, "email": recipient.email, "state": DeliveryState.QUEUED,
-            "attempts": 0, "last_reply": "", "updated_at": now,
+            "campaign_id": campaign, "subscriber_id": subscriber_id, "list_id": list_id, "email": email,
+            "state": DeliveryState.QUEUED, "attempts": 0, "last_reply": "", "updated_at": now,
         })
         if len(chunk) >= INSERT_CHUNK:
             session.execute(sa.insert(DELIVERY), chunk)
@@ -121,10 +129,41 @@ def freeze_recipients(session: Session, campaign_id: int, recipients: Iterable[R
     return total
 
 
+def analyze_after_freeze(engine: Engine, rows: int) -> None:
+    """PostgreSQL statistics right after a large freeze is committed, not when autovacuum comes
+    by: without them the planner takes the freshly filled ledger for empty, and every claim
+    reads the whole campaign (ANALYZE inside the freeze's own transaction does not see its rows)."""
+    if engine.dialect.name == "postgresql" and rows >= COPY_CHUNK:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.exec_driver_sql("ANALYZE delivery")
+
+
+COPY_CHUNK = 50_000
+
+
+def _copy_rows(session: Session, rows: Iterable[tuple[int, int, int | None, str]]) -> int:
+    """COPY in chunks: the recipients stream from this same connection, which cannot fetch
+    while a COPY is open, so each chunk is read first and then copied."""
+    dbapi: Any = session.connection().connection.dbapi_connection
+    now = utcnow()
+    total = 0
+    iterator = iter(rows)
+    while chunk := list(islice(iterator, COPY_CHUNK)):
+        with dbapi.cursor() as cursor, cursor.copy(
+                "COPY delivery (campaign_id, subscriber_id, list_id, email, state, attempts, last_reply,"
+                " updated_at) FROM STDIN") as copy:
+            for campaign, subscriber_id, list_id, email in chunk:
+                copy.write_row((campaign, subscriber_id, list_id, email, DeliveryState.QUEUED.value, 0, "",
+                                now))
+        total += len(chunk)
+    return total
+
+
 # --- claiming batches ---------------------------------------------------------------------
 
 def _claim_rows(connection: sa.Connection, campaign_id: int, lease: Lease, limit: int,
-                now: datetime) -> list[sa.Row[tuple[int, int | None, int | None, str, int, datetime]]]:
+                now: datetime, extra: Sequence[sa.ColumnElement[bool]] = ()
+                ) -> list[sa.Row[tuple[int, int | None, int | None, str, int, datetime]]]:
     rows: list[sa.Row[tuple[int, int | None, int | None, str, int, datetime]]] = []
     due_retries = (DELIVERY.c.state == DeliveryState.DEFERRED, DELIVERY.c.next_attempt_at <= now)
     fresh = (DELIVERY.c.state == DeliveryState.QUEUED, DELIVERY.c.next_attempt_at.is_(None))
@@ -138,7 +177,7 @@ def _claim_rows(connection: sa.Connection, campaign_id: int, lease: Lease, limit
             pick = pick.with_for_update(skip_locked=True)  # concurrent workers skip each other's rows
         claim = (
             sa.update(DELIVERY)
-            .where(DELIVERY.c.id.in_(pick.scalar_subquery()), lease.fence())
+            .where(DELIVERY.c.id.in_(pick.scalar_subquery()), lease.fence(), *extra)
             .values(state=DeliveryState.SENDING, worker=lease.token, attempts=DELIVERY.c.attempts + 1,
                     first_attempt_at=sa.func.coalesce(DELIVERY.c.first_attempt_at, now), updated_at=now)
             .returning(DELIVERY.c.id, DELIVERY.c.subscriber_id, DELIVERY.c.list_id, DELIVERY.c.email,
@@ -186,15 +225,20 @@ def _skip_reasons(connection: sa.Connection, rows: Sequence[sa.Row], list_ids: S
 
 
 def claim_batch(engine: Engine, campaign_id: int, list_ids: Sequence[int], lease: Lease,
-                limit: int) -> tuple[list[Claim], int]:
+                limit: int, extra: Sequence[sa.ColumnElement[bool]] = ()) -> tuple[list[Claim], int]:
     """Claim up to ``limit`` due rows; rows that must no longer be sent are marked skipped.
 
-    Returns the claims and how many rows were skipped (0 claims and 0 skipped: nothing is due,
-    or the lease is no longer ours).
+    ``extra`` conditions go into the claim's WHERE (a worker's: the campaign is still being
+    sent and nobody holds it alone). Returns the claims and how many rows were skipped (0
+    claims and 0 skipped: nothing is due, or the lease is no longer ours).
     """
     now = utcnow()
     with engine.begin() as connection:
-        rows = _claim_rows(connection, campaign_id, lease, limit, now)
+        if connection.dialect.name == "sqlite":
+            # Take the write lock first (BEGIN IMMEDIATE): worker processes queue on busy_timeout
+            # for it instead of failing to upgrade a read transaction.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        rows = _claim_rows(connection, campaign_id, lease, limit, now, extra)
         if not rows:
             return [], 0
         names, skips, hashes = _skip_reasons(connection, rows, list_ids)
@@ -266,6 +310,7 @@ _RECORD = (
            DELIVERY.c.worker == sa.bindparam("b_worker"))
     .values(state=sa.bindparam("b_state"), last_reply=sa.bindparam("b_reply"),
             message_id=sa.func.coalesce(sa.bindparam("b_message_id", type_=sa.String), DELIVERY.c.message_id),
+            relay=sa.func.coalesce(sa.bindparam("b_relay", type_=sa.String), DELIVERY.c.relay),
             sent_at=sa.case((sa.bindparam("b_state") == DeliveryState.SENT, _NOW), else_=DELIVERY.c.sent_at),
             next_attempt_at=sa.bindparam("b_next", type_=DELIVERY.c.next_attempt_at.type),
             attempts=DELIVERY.c.attempts - sa.bindparam("b_uncount", type_=sa.Integer),
@@ -289,7 +334,7 @@ def record_results(engine: Engine, results: Sequence[Result]) -> None:
         return
     params = [{
         "b_id": r.delivery_id, "b_worker": r.worker, "b_state": r.state, "b_reply": r.reply[:1000],
-        "b_message_id": r.message_id, "b_next": r.next_attempt_at,
+        "b_message_id": r.message_id, "b_next": r.next_attempt_at, "b_relay": r.relay,
         "b_uncount": 1 if r.state in (DeliveryState.QUEUED, DeliveryState.SKIPPED) else 0,
     } for r in results]
     with Session(engine) as session, session.begin():
@@ -315,10 +360,55 @@ NO_JOURNAL_REPLY = ("in doubt: the send stopped with this message claimed and it
                     "missing; not resent (resume with --resend-in-doubt to resend)")
 
 
+def live_tokens(connection: sa.Connection, tokens: Iterable[str]) -> set[str]:
+    """The tokens among ``tokens`` that hold a live lease (unexpired, and not a dead process of
+    this host): a single sender's campaign lease, or a worker's own."""
+    wanted = [token for token in tokens if token]
+    if not wanted:
+        return set()
+    now = utcnow()
+    return {row.token for row in connection.execute(
+        sa.select(LEASE.c.token, LEASE.c.expires_at).where(LEASE.c.token.in_(wanted)))
+        if row.expires_at > now and not holder_is_dead(row.token)}
+
+
+def claimants(connection: sa.Connection, campaign_id: int) -> tuple[set[str], set[str]]:
+    """The tokens holding ``sending`` rows of the campaign: (alive, gone)."""
+    tokens = set(connection.execute(
+        sa.select(DELIVERY.c.worker).distinct()
+        .where(DELIVERY.c.campaign_id == campaign_id, DELIVERY.c.state == DeliveryState.SENDING)
+    ).scalars())
+    alive = live_tokens(connection, (token for token in tokens if token))
+    return alive, tokens - alive
+
+
+def _retire(connection: sa.Connection, tokens: Iterable[str]) -> set[str]:
+    """Delete the stale leases of gone runners (so a frozen worker that wakes cannot renew its
+    lease and carry on); returns the tokens now safely gone (a lease renewed meanwhile is not)."""
+    gone: set[str] = set()
+    now = utcnow()
+    for token in tokens:
+        if token is None:
+            continue
+        if holder_is_dead(token):
+            connection.execute(sa.delete(LEASE).where(LEASE.c.token == token))
+            gone.add(token)
+            continue
+        connection.execute(sa.delete(LEASE).where(LEASE.c.token == token, LEASE.c.expires_at <= now))
+        still = connection.execute(sa.select(LEASE.c.token).where(LEASE.c.token == token)).first()
+        if still is None:
+            gone.add(token)
+    return gone
+
+
 def recover_orphans(engine: Engine, campaign_id: int, journal_dir: Path) -> Recovery:
     """Settle the ``sending`` rows of runners that are gone, using their journals.
 
-    Call it only while holding the campaign lease (no other runner is alive).
+    A runner is gone when no live lease holds its token: a single sender's campaign lease was
+    taken over, or a worker's own lease expired (another host) or its process died (this host).
+    Rows of live workers are left to them. Call it holding the campaign lease (so two settlers
+    never race); the journals of the gone runners are read here, on this host: from another
+    host every row of a gone runner is in doubt.
     """
     with engine.connect() as connection:
         rows = connection.execute(
@@ -328,10 +418,15 @@ def recover_orphans(engine: Engine, campaign_id: int, journal_dir: Path) -> Reco
     by_worker: dict[str, list[int]] = defaultdict(list)
     for row in rows:
         by_worker[row.worker].append(row.id)
+    if by_worker:
+        with engine.begin() as connection:
+            gone = _retire(connection, by_worker)
+        by_worker = defaultdict(list, {token: ids for token, ids in by_worker.items()
+                                       if token is None or token in gone})
     updates: list[dict[str, object]] = []
     counts = {"sent": 0, "unsent": 0, "in_doubt": 0}
     for worker, ids in by_worker.items():
-        path = journal_path(journal_dir, campaign_id, worker)
+        path = journal_path(journal_dir, campaign_id, worker or "")
         record = read_journal(path)
         for delivery_id in ids:
             verdict = record.verdict(delivery_id) if record is not None else "in_doubt"
@@ -344,12 +439,16 @@ def recover_orphans(engine: Engine, campaign_id: int, journal_dir: Path) -> Reco
                 state, uncount = DeliveryState.IN_DOUBT, 0
                 reply = IN_DOUBT_REPLY if record is not None else NO_JOURNAL_REPLY.format(path)
             updates.append({"b_id": delivery_id, "b_worker": worker, "b_state": state, "b_reply": reply,
-                            "b_message_id": None, "b_next": None, "b_uncount": uncount})
+                            "b_message_id": None, "b_next": None, "b_relay": None, "b_uncount": uncount})
     if updates:
         with engine.begin() as connection:
             connection.execute(_RECORD, updates)
+    with engine.connect() as connection:  # the journals of live runners stay; the rest are settled
+        keep = {journal_path(journal_dir, campaign_id, token)
+                for token in live_tokens(connection, connection.execute(sa.select(LEASE.c.token)).scalars())}
     for path in journal_dir.glob(f"campaign-{campaign_id}-*.journal"):
-        path.unlink(missing_ok=True)  # settled: the rows no longer need them
+        if path not in keep:
+            path.unlink(missing_ok=True)  # settled: the rows no longer need them
     return Recovery(sent=counts["sent"], requeued=counts["unsent"], in_doubt=counts["in_doubt"])
 
 

@@ -40,7 +40,7 @@ from sqlalchemy import Engine
 
 from wip_mailer.db import utcnow
 from wip_mailer.dispatch import ledger
-from wip_mailer.dispatch.connection import Connection, Outcome, SenderRefusedError, SendResult
+from wip_mailer.dispatch.connection import Connection, Outcome, SenderRefusedError, SendResult, SmtpSender
 from wip_mailer.dispatch.journal import Journal
 from wip_mailer.dispatch.ledger import Claim, HandOverCheck, Result
 from wip_mailer.dispatch.ratelimit import Pacer
@@ -99,7 +99,9 @@ class Runner:
                  template: MessageTemplate, lease: Lease, journal: Journal, connections: int,
                  pacer: Pacer, on_progress: Callable[[RunCounts], None] | None = None,
                  on_note: Callable[[str], None] | None = None,
-                 connect: Callable[[Settings], Connection] = Connection):
+                 connect: Callable[[Settings], SmtpSender] = Connection, batch: int | None = None,
+                 claim_conditions: Callable[[], Sequence[Any]] | None = None,
+                 wait_for_retries: bool = True):
         self.engine = engine
         self.settings = settings
         self.campaign_id = campaign_id
@@ -111,6 +113,10 @@ class Runner:
         self.connections = max(1, connections)
         self.pacer = pacer
         self.connect = connect
+        # A worker (``workers``) claims only while the campaign is its to share, and returns once
+        # nothing is due instead of sleeping until the next retry (it may serve other campaigns).
+        self.claim_conditions = claim_conditions
+        self.waits_for_retries = wait_for_retries
         self._renew_now = threading.Event()  # a sender found the lease past its local validity
         self.on_progress = on_progress
         self.on_note = on_note
@@ -125,8 +131,9 @@ class Runner:
         # Claims run ahead of sending by at most ~half a second at the configured rate, so an
         # unsubscribe is honoured for every row not yet claimed (checked at claim time).
         per_second = settings.rate_per_second or (settings.rate_per_hour / 3600.0)
-        self.batch = CLAIM_BATCH if not pacer.limited else max(
-            self.connections, min(CLAIM_BATCH, int(per_second / 2)))
+        most = batch or CLAIM_BATCH
+        self.batch = most if not pacer.limited else max(
+            self.connections, min(most, int(per_second / 2)))
 
     def interrupt(self, note: str = "Interrupted: finishing the messages in flight "
                                      "(Ctrl-C again to stop at once) ...") -> None:
@@ -173,8 +180,9 @@ class Runner:
             if exhausted_at is not None and now - exhausted_at > 1.0:
                 exhausted_at = None  # look again: deferred rows may have come due
             if exhausted_at is None and self.work.qsize() < self.batch // 2 + self.connections:
+                extra = self.claim_conditions() if self.claim_conditions is not None else ()
                 claims, skipped = ledger.claim_batch(self.engine, self.campaign_id, self.list_ids,
-                                                     self.lease, self.batch)
+                                                     self.lease, self.batch, extra)
                 self.outcome.counts.skipped += skipped
                 for claim in claims:
                     self.work.put(_Item(claim))
@@ -194,7 +202,7 @@ class Runner:
                 last_stop_poll = now
             if exhausted_at is not None and self._outstanding == 0:
                 self._flush()
-                if not self._wait_for_retries():
+                if not self.waits_for_retries or not self._wait_for_retries():
                     return
                 exhausted_at = None
 
@@ -311,7 +319,7 @@ class Runner:
         self._renew_now.set()  # the coordinator renews at once, or finds the lease lost and stops
         return False
 
-    def _deliver(self, connection: Connection, check: HandOverCheck, item: _Item) -> Result | _Requeue:
+    def _deliver(self, connection: SmtpSender, check: HandOverCheck, item: _Item) -> Result | _Requeue:
         claim = item.claim
         try:
             message = self.template.build(Addressee(claim.email, claim.name, claim.subscriber_id,
@@ -328,7 +336,8 @@ class Runner:
         if result.outcome is Outcome.ACCEPTED:
             self.journal.accepted(claim.delivery_id)
             self._failures_in_row = 0
-            return self._result(claim, DeliveryState.SENT, result.reply, message_id=message.message_id)
+            return self._result(claim, DeliveryState.SENT, result.reply, message_id=message.message_id,
+                                relay=connection.relay)
         if result.outcome is Outcome.IN_DOUBT:
             return self._result(claim, DeliveryState.IN_DOUBT, f"in doubt: {result.reply}",
                                 message_id=message.message_id)
@@ -343,7 +352,7 @@ class Runner:
             return self._result(claim, DeliveryState.FAILED, result.reply, hard_bounce=result.hard_bounce)
         return self._defer(claim, result.reply)
 
-    def _send_with_reconnect(self, connection: Connection, message: Outgoing, delivery_id: int) -> SendResult:
+    def _send_with_reconnect(self, connection: SmtpSender, message: Outgoing, delivery_id: int) -> SendResult:
         """Send, reconnecting after a failed connect with growing pauses before giving up."""
         def before_dot() -> bool:
             # Journal first: a runner frozen right here is found with ``B`` by its successor,
