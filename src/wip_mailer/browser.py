@@ -228,7 +228,8 @@ class Appearance:
         return min(runs, key=lambda t: t.contrast)
 
 
-_COLOUR_SCRIPT = _PROBE_SCRIPT.replace("""  document.getElementById("wip-probe").textContent = JSON.stringify({""", """  function parse(c) { var m = c.match(/[\\d.]+/g) || ["0", "0", "0", "0"];
+_COLOUR_SCRIPT = _PROBE_SCRIPT.replace("""  document.getElementById("wip-probe").textContent = JSON.stringify({""",
+                                        """  function parse(c) { var m = c.match(/[\\d.]+/g) || ["0", "0", "0", "0"];
     return m.map(Number).concat(m.length < 4 ? [1] : []); }
   function channel(v) { v = v / 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); }
   function lum(c) { return 0.2126 * channel(c[0]) + 0.7152 * channel(c[1]) + 0.0722 * channel(c[2]); }
@@ -237,18 +238,21 @@ _COLOUR_SCRIPT = _PROBE_SCRIPT.replace("""  document.getElementById("wip-probe")
       var c = parse(getComputedStyle(el).backgroundColor);
       if (c[3] > 0.99) return c;
     }
-    return doc.defaultView.matchMedia("(prefers-color-scheme: dark)").matches ? [18, 18, 18, 1] : [255, 255, 255, 1];
+    var dark = doc.defaultView.matchMedia("(prefers-color-scheme: dark)").matches;
+    return dark ? [18, 18, 18, 1] : [255, 255, 255, 1];
   }
   var texts = [], tw = doc.createTreeWalker(doc.body, NodeFilter.SHOW_TEXT);
   while (tw.nextNode()) {
     var t = tw.currentNode, el = t.parentElement;
     if (!t.textContent.trim() || !el) continue;
     var rg = doc.createRange(); rg.selectNodeContents(t);
-    var shown = Array.prototype.some.call(rg.getClientRects(), function (r) { return r.width >= 1 && r.height >= 1; });
+    var shown = Array.prototype.some.call(rg.getClientRects(),
+                                          function (r) { return r.width >= 1 && r.height >= 1; });
     if (!shown) continue;
     var fg = parse(getComputedStyle(el).color), bg = behind(el);
     var a = lum(fg), b = lum(bg);
-    var kind = el.closest("a") ? "link" : el.closest(".item-date") ? "date" : el.closest("h1,h2,h3") ? "heading" : "body";
+    var kind = el.closest("a") ? "link" : el.closest(".item-date") ? "date"
+             : el.closest("h1,h2,h3") ? "heading" : "body";
     texts.push({kind: kind, text: t.textContent.trim().slice(0, 40), colour: getComputedStyle(el).color,
                 background: "rgb(" + bg.slice(0, 3).join(", ") + ")",
                 contrast: (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05)});
