@@ -228,10 +228,12 @@ class Appearance:
         return min(runs, key=lambda t: t.contrast)
 
 
-_COLOUR_SCRIPT = _PROBE_SCRIPT.replace("""  document.getElementById("wip-probe").textContent = JSON.stringify({""",
-                                        """  function parse(c) { var m = c.match(/[\\d.]+/g) || ["0", "0", "0", "0"];
+_RESULT_LINE = """  document.getElementById("wip-probe").textContent = JSON.stringify({"""
+_COLOUR_SCRIPT = _PROBE_SCRIPT.replace(_RESULT_LINE, """
+  function parse(c) { var m = c.match(/[\\d.]+/g) || ["0", "0", "0", "0"];
     return m.map(Number).concat(m.length < 4 ? [1] : []); }
-  function channel(v) { v = v / 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); }
+  function channel(v) {
+    v = v / 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); }
   function lum(c) { return 0.2126 * channel(c[0]) + 0.7152 * channel(c[1]) + 0.0722 * channel(c[2]); }
   function behind(el) {
     for (; el; el = el.parentElement) {
