@@ -61,7 +61,8 @@ def themed(tmp_path: Path, logo_server: str) -> Settings:
     folder = tmp_path / "custom"
     folder.mkdir()
     (folder / "theme.toml").write_text(
-        f'[logo]\nurl = "{logo_server}"\nalt = "Stemma della Città"\nwidth = 120\nheight = 40\n', encoding="utf-8")
+        f'[logo]\nurl = "{logo_server}"\nalt = "Stemma della Città"\nwidth = 120\nheight = 40\n',
+        encoding="utf-8")
     return dataclasses.replace(Settings(), templates_dir=str(folder))
 
 
@@ -80,6 +81,8 @@ def test_no_overflow_and_every_text_readable(themed: Settings, dark: bool, width
     # Dark means dark: the page really switched (no white column left behind).
     paper = seen.lowest("date").background
     assert (paper == "rgb(28, 31, 36)") if dark else (paper == "rgb(255, 255, 255)")
+    footer_links = [t for t in seen.texts if t.kind == "link" and t.in_footer]
+    assert len(footer_links) >= 3 and min(t.font_size for t in footer_links) >= 14, footer_links
     [logo] = [image for image in seen.images if image.alt == "Stemma della Città"]
     assert (logo.width, logo.height) == (120, 40)
 
@@ -94,7 +97,7 @@ def test_item_images_have_a_pixel_width_and_shrink_on_a_phone() -> None:
     assert all(i.width <= 375 - 32 for i in phone.images if "item-image" in i.css_class)
 
 
-_SEGMENTS = """<pre id="wip-probe">pending</pre><script>
+_SEGMENTS = r"""<pre id="wip-probe">pending</pre><script>
 window.addEventListener("load", function () {
   var doc = document.getElementById("email").contentDocument, broken = [], count = 0;
   doc.querySelectorAll("a").forEach(function (a) {

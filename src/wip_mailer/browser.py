@@ -204,6 +204,8 @@ class TextColour:
     colour: str  # rgb(...) as computed
     background: str  # the nearest opaque background behind it
     contrast: float  # WCAG 2 contrast ratio, 1 to 21
+    font_size: float = 0.0  # CSS pixels, as computed
+    in_footer: bool = False  # inside the element of class "footer"
 
 
 @dataclass(frozen=True)
@@ -257,7 +259,8 @@ _COLOUR_SCRIPT = _PROBE_SCRIPT.replace(_RESULT_LINE, """
              : el.closest("h1,h2,h3") ? "heading" : "body";
     texts.push({kind: kind, text: t.textContent.trim().slice(0, 40), colour: getComputedStyle(el).color,
                 background: "rgb(" + bg.slice(0, 3).join(", ") + ")",
-                contrast: (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05)});
+                contrast: (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05),
+                font_size: parseFloat(getComputedStyle(el).fontSize), in_footer: !!el.closest(".footer")});
   }
   var images = Array.prototype.map.call(doc.images, function (im) {
     var r = im.getBoundingClientRect();
@@ -282,7 +285,8 @@ def measure_appearance(email_html: str, width: int, *, dark: bool, height: int =
     return Appearance(
         scheme=str(data["scheme"]), layout=layout,
         texts=tuple(TextColour(str(t["kind"]), str(t["text"]), str(t["colour"]), str(t["background"]),
-                               float(t["contrast"])) for t in data["texts"]),
+                               float(t["contrast"]), float(t["font_size"]), bool(t["in_footer"]))
+                    for t in data["texts"]),
         images=tuple(ImageBox(str(i["css_class"]), str(i["alt"]), float(i["width"]), float(i["height"]))
                      for i in data["images"]),
     )

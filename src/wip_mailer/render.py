@@ -8,6 +8,7 @@ recipient's real URLs, so the expensive rendering happens once per edition.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 from dataclasses import dataclass, field
@@ -241,6 +242,7 @@ def template_context(
 ) -> dict[str, Any]:
     """Everything the email templates may use (both the HTML and the text template)."""
     labels, language = load_labels(settings, LABELS_FILE, context.language)
+    position = itertools.count(1)  # anchors by reading order: unique whatever the item ids
     sections = tuple(
         SectionView(
             name=section.name,
@@ -250,7 +252,7 @@ def template_context(
             items=tuple(
                 ItemView(
                     title=item.title,
-                    anchor=f"item-{item.id}",
+                    anchor=f"item-{next(position)}",
                     date_label=item.date_label,
                     body_html=clean_html(item.body_html) if item.body_html else _markdown_html(
                         item.body_md),

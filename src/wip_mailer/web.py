@@ -171,7 +171,7 @@ def create_app(settings: Settings, engine: Engine | None = None, *,
     async def confirm_page(request: Request) -> Response:
         token = request.path_params["token"]
         try:
-            if request.method == "GET":  # a link scanner's fetch must not confirm anything
+            if request.method != "POST":  # GET or HEAD: a link scanner's fetch confirms nothing
                 view = await in_session(selfservice.confirm_view, token)
                 if view.confirmed:
                     return page("confirmed.html", list_name=view.list_name)
@@ -207,7 +207,7 @@ def create_app(settings: Settings, engine: Engine | None = None, *,
             return page("subscribe.html", status, headers, mailing_list=mailing_list, error=error,
                         email=email, name=name, honeypot=HONEYPOT_FIELD)
 
-        if request.method == "GET":
+        if request.method != "POST":  # GET, HEAD
             return form_page()
         if not per_ip.allow(visitor(request).ip or "unknown"):
             return message_page("too_many", 429, **{"Retry-After": "3600"})
