@@ -26,6 +26,7 @@ from wip_mailer.archive import build_archive
 from wip_mailer.audience import confirm_url, preferences_url, unsubscribe_url
 from wip_mailer.audience.consent import Actor, join_list
 from wip_mailer.audience.lists import create_list
+from wip_mailer.browser import find_chromium, measure_appearance
 from wip_mailer.models import ConsentEvent, Membership, Subscriber
 from wip_mailer.settings import Settings, load_settings
 from wip_mailer.web import create_app
@@ -335,3 +336,27 @@ def test_front_page_redirects_to_a_served_archive_with_links_and_an_atom_feed(
         index = client.get("/archive/")
         assert f'href="{settings.base_url}/subscribe"' in index.text
         assert client.get("/subscribe").status_code == 200
+
+
+@pytest.mark.chromium
+@pytest.mark.skipif(find_chromium() is None, reason="headless Chromium is not installed (Debian `chromium`)")
+@pytest.mark.parametrize("dark", [False, True], ids=["light", "dark"])
+def test_pages_in_the_theme_readable_light_and_dark(settings, engine, member, seed_path, workdir,
+                                                    dark: bool) -> None:
+    subscriber_id, stampa_id, _ = member
+    import_sample(engine, seed_path)
+    with db.session_scope(engine) as session:
+        build_archive(session, settings, workdir / "archive", include_unsent=True)
+    with serving(settings, engine, workdir / "archive") as client:
+        pages = [client.get("/subscribe/partner").text,
+                 client.get(_path(unsubscribe_url(settings, subscriber_id, stampa_id), settings)).text,
+                 client.get("/subscribe/stampa").text, client.get("/archive/").text]
+    for html in pages:
+        for width in (375, 1024):
+            seen = measure_appearance(html, width, dark=dark)
+            assert seen.scheme == ("dark" if dark else "light")
+            assert not seen.layout.scrolls_horizontally, seen.layout.overflowing
+            assert seen.lowest().contrast >= 4.5, seen.lowest()
+            heading = seen.lowest("heading")
+            # the theme's accent: maroon on white, or its light pink on the dark paper
+            assert heading.colour == ("rgb(244, 163, 187)" if dark else "rgb(138, 21, 56)"), heading
