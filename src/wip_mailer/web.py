@@ -57,7 +57,8 @@ MESSAGES_FILE = "web/messages.toml"
 HONEYPOT_FIELD = "website_leave_empty"
 MAX_UNSUBSCRIBE_BODY = 64 * 1024
 _MULTIPART_VALUE = re.compile(
-    rb'name="?List-Unsubscribe"?[^\r\n]*\r?\n(?:[^\r\n]+\r?\n)*?\r?\n([^\r\n]*)', re.I)
+    rb'name=(?:"List-Unsubscribe"|List-Unsubscribe(?=[\s;]))[^\r\n]*\r?\n(?:[^\r\n]+\r?\n)*?\r?\n'
+    rb'([^\r\n]*)', re.I)
 
 
 def one_click_values(content_type: str, body: bytes) -> tuple[list[str], bool]:
