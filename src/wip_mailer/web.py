@@ -110,12 +110,24 @@ def create_app(settings: Settings, engine: Engine | None = None, *,
     per_address = _HourlyLimit(settings.subscribe_per_address_per_hour)
     subscribing = asyncio.Lock()  # one subscribe at a time: a burst cannot race the daily check
 
+    shared: dict[str, Any] = {}
+    shared_at = [-1.0]
+
+    def page_values() -> dict[str, Any]:
+        # The theme and messages, read again at most once a second (an edit shows at once,
+        # and a burst of one-click POSTs does not re-read and re-merge two files per page).
+        now = time.monotonic()
+        if now - shared_at[0] > 1.0:
+            shared.update(theme=load_theme(settings), messages={
+                lang: load_labels(settings, MESSAGES_FILE, lang)[0] for lang in PAGE_LANGUAGES})
+            shared_at[0] = now
+        return shared
+
     def page(template: str, status: int = 200, headers: dict[str, str] | None = None,
              **context: Any) -> HTMLResponse:
-        messages = {lang: load_labels(settings, MESSAGES_FILE, lang)[0] for lang in PAGE_LANGUAGES}
         html = pages.get_template(f"web/{template}").render(
-            base_url=settings.base_url, theme=load_theme(settings), privacy_url=settings.privacy_url,
-            archive_url=settings.archive_url, messages=messages, **context)
+            base_url=settings.base_url, privacy_url=settings.privacy_url,
+            archive_url=settings.archive_url, **page_values(), **context)
         return HTMLResponse(html, status_code=status, headers={**_HEADERS, **(headers or {})})
 
     def message_page(key: str, status: int, **headers: str) -> HTMLResponse:
