@@ -78,7 +78,7 @@ def test_preview_writes_what_a_subscriber_sees(cli, sample: Path, workdir: Path)
     html = (workdir / "p.html").read_text(encoding="utf-8")
     text = (workdir / "p.txt").read_text(encoding="utf-8")
     assert "personal.wip-mailer.invalid" not in html + text
-    assert "/unsubscribe/PREVIEW-NOT-A-REAL-TOKEN" in html and "/unsubscribe/PREVIEW" in text
+    assert "/u/PREVIEW-NOT-A-REAL-TOKEN" in html and "/u/PREVIEW" in text  # the real route
     assert html.startswith("<!DOCTYPE html>")
     assert "Wrote p.html" in result.output and "Wrote p.txt" in result.output
 

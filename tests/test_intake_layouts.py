@@ -6,6 +6,7 @@ every title, date label, parsed date and section is asserted exactly.
 """
 
 import json
+import re
 from datetime import date
 from pathlib import Path
 
@@ -66,7 +67,7 @@ def test_english_edition(cli, engine: Engine, tmp_path: Path) -> None:
     html = (tmp_path / "p.html").read_text(encoding="utf-8")
     # A bare URL is a link in the HTML, without the full stop that ends the sentence.
     assert '<a href="https://www.example.org/webinar" ' in html
-    assert '<img alt="A map of the city coloured from yellow to red"' in html
+    assert re.search(r'<img [^>]*alt="A map of the city coloured from yellow to red"', html)
 
 
 def test_setext_crlf_bom_nbsp_comments_and_br(cli, engine: Engine, tmp_path: Path) -> None:

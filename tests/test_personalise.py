@@ -221,3 +221,56 @@ def test_dkim_signature_covers_the_unsubscribe_headers_and_verifies(dkim_key: tu
     tampered = data.replace(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click",
                             b"List-Unsubscribe-Post: List-Unsubscribe=One-Clack")
     assert not dkim.verify(tampered, dnsfunc=dns_returning(record))
+
+
+def _signed_and_tampered(dkim_key: tuple[Path, bytes], extra: bytes, **env: str) -> tuple[bytes, bytes]:
+    key, _record = dkim_key
+    settings = make_settings(WIP_MAILER_DKIM_KEY_FILE=str(key), WIP_MAILER_DKIM_SELECTOR="wip",
+                             WIP_MAILER_DKIM_DOMAIN="torino.example.org", **env)
+    data = MessageTemplate(settings, rendered_edition()).build(Addressee("a@example.net", "Ada", 1, 1, 5)
+                                                               ).message_bytes
+    assert data.startswith(b"DKIM-Signature:"), "the signature is the first header"
+    return data, extra + data  # a header added above the signature, as a forwarder could
+
+
+@pytest.mark.parametrize("extra", [
+    b"Subject: =?utf-8?q?Vinci_un_premio?=\r\n",
+    b"List-Unsubscribe: <https://attacker.example.net/u>\r\n",
+    b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
+    b"From: Someone Else <ceo@torino.example.org>\r\n",
+    b"To: other@example.net\r\n",
+    b"Date: Mon, 1 Jan 2024 00:00:00 +0000\r\n",
+    b"Reply-To: attacker@example.net\r\n",
+], ids=["subject", "list-unsubscribe", "list-unsubscribe-post", "from", "to", "date", "reply-to"])
+def test_a_header_added_above_the_signature_breaks_it(dkim_key: tuple[Path, bytes], extra: bytes) -> None:
+    """Oversigning: each header is named once more than it occurs, so a second copy (which a
+    reader would see first) no longer verifies."""
+    _key, record = dkim_key
+    data, tampered = _signed_and_tampered(dkim_key, extra)
+    assert dkim.verify(data, dnsfunc=dns_returning(record))
+    assert not dkim.verify(tampered, dnsfunc=dns_returning(record))
+
+
+def test_reply_to_is_signed_when_present(dkim_key: tuple[Path, bytes]) -> None:
+    _key, record = dkim_key
+    data, _ = _signed_and_tampered(dkim_key, b"", WIP_MAILER_REPLY_TO="redazione@torino.example.org")
+    assert b"\r\nReply-To: redazione@torino.example.org\r\n" in data
+    assert dkim.verify(data, dnsfunc=dns_returning(record))
+    changed = data.replace(b"Reply-To: redazione@", b"Reply-To: attacker@")
+    assert not dkim.verify(changed, dnsfunc=dns_returning(record))
+    signed = parse(data)["DKIM-Signature"].split("h=")[1].split(";")[0].replace(" ", "").lower().split(":")
+    assert signed.count("reply-to") == 2 and signed.count("subject") == 2
+
+
+@pytest.mark.parametrize("length", range(60, 90))
+def test_every_encoded_line_is_at_most_76_characters(length: int) -> None:
+    """binascii encodes a space at a line's end as =20 past the limit; the segments stay within."""
+    text = f"{'a' * length} \n{'b' * length}\t\n  \n{'c' * (length - 3)}=  \n"
+    html = f"<p>{'d' * length} </p>\n<p class=\"item-date\">9-11 gennaio </p>\n"
+    rendered = RenderedEdition("Subject", html + f'<a href="{UNSUB}">x</a>', text + UNSUB)
+    settings = make_settings()
+    data = MessageTemplate(settings, rendered).build(Addressee("a@example.net", "", 1, 2)).message_bytes
+    body = data.split(b"\r\n\r\n", 1)[1]
+    assert max(len(line) for line in body.split(b"\r\n")) <= 76
+    assert decoded_parts(parse(data)) == tuple(
+        p.replace("\r\n", "\n") for p in expected_parts(settings, rendered, 1, 2))

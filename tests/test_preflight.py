@@ -36,10 +36,10 @@ def test_no_approved_items_blocks() -> None:
 def test_size_budget_warns_then_blocks() -> None:
     fine = check_context(synthetic_edition(30), Settings())
     assert fine.html_bytes < WARN_HTML_BYTES and not any("KiB" in w for w in fine.warnings)
-    close = check_context(synthetic_edition(40), Settings())
+    close = check_context(synthetic_edition(45), Settings())
     assert WARN_HTML_BYTES <= close.html_bytes <= BLOCK_HTML_BYTES
     assert close.ok and any("close to Gmail's clipping limit" in w for w in close.warnings)
-    over = check_context(synthetic_edition(50), Settings())
+    over = check_context(synthetic_edition(55), Settings())
     assert over.html_bytes > BLOCK_HTML_BYTES
     assert not over.ok and "over the 100 KiB limit" in over.blocking[0]
 

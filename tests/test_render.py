@@ -244,3 +244,51 @@ def test_builtin_templates_are_found() -> None:
     folder = builtin_templates_dir()
     assert (folder / "email" / "edition.mjml.j2").is_file()
     assert (folder / "email" / "labels.toml").is_file()
+
+
+def test_dark_mode_meta_and_rules_and_a_plain_hidden_preview() -> None:
+    html = render_edition(small_edition(), Settings()).html
+    assert '<meta name="color-scheme" content="light dark">' in html
+    assert '<meta name="supported-color-schemes" content="light dark">' in html
+    dark = re.search(r"@media \(prefers-color-scheme: ?dark\)\s*\{(.*?)\}\s*</style>", html, re.S)
+    assert dark and "#f4a3bb !important" in dark.group(1)  # the theme's dark accent
+    preview = re.search(r'<div class="preheader" style="([^"]*)"[^>]*>([^<]*)</div>', html)
+    assert preview and "Festival delle lanterne" in preview.group(2)
+    assert "color" not in preview.group(1) and "font-size" not in preview.group(1)  # no colour trick
+    assert html.index('class="preheader"') < html.index('class="masthead"')
+
+
+def test_index_of_titles_above_the_setting_with_anchors_and_the_web_copy() -> None:
+    context = synthetic_edition(12)
+    html = render_edition(context, Settings()).html
+    items = [item for section in context.sections for item in section.items]
+    toc = re.search(r'<div class="toc".*?</div>', html, re.S)
+    assert toc and "In questo numero" in toc.group(0)
+    anchors = re.findall(r'href="#(item-\d+)"', toc.group(0))
+    assert anchors == [f"item-{n}" for n in range(1, len(items) + 1)]
+    for anchor in anchors:
+        assert html.count(f'id="{anchor}"') == 1
+    assert f'href="http://127.0.0.1:8000/archive/{context.slug}/"' in toc.group(0)
+    english = render_edition(replace(context, language="en"), Settings()).html
+    assert "In this issue" in english
+    few = render_edition(small_edition(), Settings()).html  # 5 items, fewer than 9
+    assert 'class="toc"' not in few
+    off = render_edition(context, replace(Settings(), email_index_min_items=0)).html
+    assert 'class="toc"' not in off
+    always = render_edition(small_edition(), replace(Settings(), email_index_min_items=1)).html
+    assert 'class="toc"' in always
+
+
+def test_privacy_notice_linked_from_the_footer_when_set() -> None:
+    assert "Informativa sulla privacy" not in render_edition(small_edition(), Settings()).html
+    settings = replace(Settings(), privacy_url="https://www.example.org/privacy")
+    html = render_edition(small_edition(), settings).html
+    footer = html[html.index('class="footer"'):]
+    assert 'href="https://www.example.org/privacy"' in footer and "Informativa sulla privacy" in footer
+
+
+def test_a_bad_theme_value_is_one_sentence(tmp_path: Path) -> None:
+    (tmp_path / "theme.toml").write_text('[dark]\naccent = "red; background: url(x)"\n', encoding="utf-8")
+    settings = replace(Settings(), templates_dir=str(tmp_path))
+    with pytest.raises(TemplateRenderError, match=r"\[dark\] accent must be a colour"):
+        render_edition(small_edition(), settings)

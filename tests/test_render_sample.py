@@ -28,7 +28,7 @@ def sample(engine: Engine, seed_path: Path) -> EditionContext:
 
 def visible(html: str) -> str:
     """The text a reader sees: tags dropped, entities decoded, spaces collapsed."""
-    body = html[html.index("<body"):]
+    body = html[html.index("<body"):].replace("<wbr>", "")  # a break opportunity, no space
     return re.sub(r"\s+", " ", unescape(re.sub(r"<[^>]+>", " ", body)))
 
 

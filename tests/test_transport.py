@@ -38,3 +38,47 @@ def test_unreachable_server_is_one_sentence() -> None:
 def test_starttls_against_a_server_without_it(smtp_server) -> None:
     with pytest.raises(DeliveryError, match="does not offer STARTTLS"):
         send_single(_settings(smtp_server.port, WIP_MAILER_SMTP_SECURITY="starttls"), EmailMessage())
+
+
+class _HeloRecorder:
+    """An aiosmtpd handler that keeps the name each client gave in EHLO/HELO."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+        self.names.append(session.host_name)
+        return "250 OK"
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, "torino.example.org"),  # the sender's domain, not the host's name lookup
+    ({"WIP_MAILER_SMTP_HELO_NAME": "mail.torino.example.org"}, "mail.torino.example.org"),
+])
+def test_ehlo_names_the_sending_domain_or_the_setting(env: dict[str, str], expected: str) -> None:
+    from aiosmtpd.controller import Controller
+
+    from tests.smtp_server import free_port
+
+    recorder = _HeloRecorder()
+    port = free_port()
+    controller = Controller(recorder, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        settings = _settings(port, WIP_MAILER_FROM="Work in Progress <newsletter@torino.example.org>", **env)
+        message = EmailMessage()
+        message["From"], message["To"], message["Subject"] = settings.sender, "a@example.net", "Ciao"
+        message.set_content("ciao")
+        send_single(settings, message)
+    finally:
+        controller.stop()
+    assert recorder.names == [expected]
+
+
+def test_a_malformed_helo_name_is_refused() -> None:
+    from wip_mailer.errors import SettingsError
+
+    with pytest.raises(SettingsError, match="WIP_MAILER_SMTP_HELO_NAME must be a host name"):
+        _settings(25, WIP_MAILER_SMTP_HELO_NAME="bad name")
+    with pytest.raises(SettingsError, match="WIP_MAILER_SMTP_HELO_NAME contains a line break"):
+        _settings(25, WIP_MAILER_SMTP_HELO_NAME="mail.example.org\r\nMAIL FROM")

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from html import unescape
 from pathlib import Path
 
 import httpx
@@ -213,14 +214,25 @@ def test_double_opt_in_through_email_and_confirmation_link(site, settings, engin
 
     with db.session_scope(engine) as session:  # still pending: never selected
         assert list(select_recipients(session, ["stampa"])) == []
-    response = site.client.get(_path(link.group(1), site.base))
+    # GET (a link scanner's prefetch, or the person) only shows the button; POST confirms.
+    page = site.client.get(_path(link.group(1), site.base))
+    assert page.status_code == 200 and "Confermo l'iscrizione" in unescape(page.text)
+    assert "Iscrizione confermata" not in page.text
+    assert json.loads(cli("subscribers", "show", "nuova@example.org", "--json").stdout)["status"] == "pending"
+    assert [e.kind for e in _events(engine)] == ["request"]
+    action = re.search(r'<form method="post" action="([^"]+)"', page.text)
+    assert action is not None and action.group(1) == link.group(1)
+    response = site.client.post(_path(link.group(1), site.base))
     assert response.status_code == 200
     assert "Iscrizione confermata" in response.text
     shown = json.loads(cli("subscribers", "show", "nuova@example.org", "--json").stdout)
     assert (shown["status"], shown["memberships"][0]["status"]) == ("active", "active")
     kinds = [(e.kind, e.source, e.text_version) for e in _events(engine)]
     assert kinds == [("request", "cli", "1"), ("confirm", "confirmation link", "1")]
-    assert site.client.get(_path(link.group(1), site.base)).status_code == 200  # a second click is harmless
+    again = site.client.get(_path(link.group(1), site.base))  # a second visit says so, harmlessly
+    assert again.status_code == 200 and "Iscrizione confermata" in again.text
+    assert site.client.post(_path(link.group(1), site.base)).status_code == 200
+    assert len(_events(engine)) == 2
 
     # An expired confirmation link is refused.
     with db.session_scope(engine) as session:
@@ -231,9 +243,9 @@ def test_double_opt_in_through_email_and_confirmation_link(site, settings, engin
     monkeypatch.setattr(time, "time", lambda: real_time() - (settings.confirm_days + 1) * 86400)
     old = make_token(settings.secret_key, Purpose.CONFIRM, ids[0], ids[1])
     monkeypatch.setattr(time, "time", real_time)
-    response = site.client.get(f"/confirm/{old}")
-    assert response.status_code == 400
-    assert "expired" in response.text
+    for response in (site.client.get(f"/confirm/{old}"), site.client.post(f"/confirm/{old}")):
+        assert response.status_code == 400
+        assert "scaduto" in response.text and "expired" in response.text
 
 
 def test_preferences_page_joins_and_leaves(site, settings, engine, member) -> None:
@@ -258,13 +270,16 @@ def test_subscribe_form_feeds_double_opt_in(site, engine, smtp_server, member) -
     refused = site.client.post("/subscribe/partner", data={"email": "x@example.net"})
     assert refused.status_code == 400  # consent not given
     bad = site.client.post("/subscribe/partner", data={"email": "not-an-address", "consent": "yes"})
-    assert bad.status_code == 400 and "not a valid email address" in bad.text
+    assert bad.status_code == 400
+    assert "L'indirizzo email non è valido" in unescape(bad.text)
+    assert "The email address is not valid" in bad.text
     assert smtp_server.messages == []
 
     # A name with a line break (a forged header) is refused with one sentence, not mended.
     injected = site.client.post("/subscribe/partner", data={
         "email": "Curiosa@Example.net", "name": "Curiosa\r\nBcc: spy@example.org", "consent": "yes"})
-    assert injected.status_code == 400 and "The name contains a line break" in injected.text
+    assert injected.status_code == 400
+    assert "Il nome deve stare su una riga" in injected.text and "The name must be one line" in injected.text
     assert smtp_server.messages == []
 
     response = site.client.post("/subscribe/partner", data={

@@ -28,7 +28,7 @@ from wip_mailer.errors import InvalidInputError
 from wip_mailer.models import Edition, EditionStatus
 from wip_mailer.render import LABELS_FILE, render_edition, view_online_url
 from wip_mailer.settings import Settings
-from wip_mailer.templating import environment, load_labels, render_template
+from wip_mailer.templating import environment, load_labels, load_theme, render_template
 
 MANIFEST = ".wip-mailer-archive"  # the slugs whose pages the last build wrote, one a line
 INDEX_TEMPLATE = "archive/index.html.j2"
@@ -81,10 +81,10 @@ def build_archive(
             )
         context = assemble_edition(session, edition.slug)
         rendered = render_edition(context, settings, personal=False)
-        html = rendered.html
+        page_labels, _ = load_labels(settings, LABELS_FILE, rendered.language)
+        html = _with_navigation(rendered.html, page_labels, settings)
         if edition.status != EditionStatus.SENT:
-            draft_labels, _ = load_labels(settings, LABELS_FILE, rendered.language)
-            html = _marked_as_draft(html, draft_labels["archive_draft"])
+            html = _marked_as_draft(html, page_labels["archive_draft"])
         page = out_dir / edition.slug / "index.html"
         _write(page, html)
         written.append(page)
@@ -97,6 +97,8 @@ def build_archive(
         "editions": entries,
         "archive_url": settings.archive_url,
         "feed_url": f"{settings.archive_url}/feed.xml",
+        "subscribe_url": f"{settings.base_url}/subscribe",
+        "theme": load_theme(settings),
         "updated": max((e.updated for e in entries), default=_rfc3339(utcnow())),
         "generated": _rfc3339(utcnow()),
     }
@@ -110,6 +112,22 @@ def build_archive(
 
 _BODY = re.compile(r"<body\b[^>]*>", re.I)
 _HEAD_END = re.compile(r"</head>", re.I)
+
+
+def _with_navigation(html: str, labels: dict[str, str], settings: Settings) -> str:
+    """An edition page with links to the index, the feed and the subscribe form on top."""
+    feed = f"{settings.archive_url}/feed.xml"
+    links = ((f"{settings.archive_url}/", labels["all_issues"]), (feed, labels["feed"]),
+             (f"{settings.base_url}/subscribe", labels["subscribe"]))
+    nav = ('<nav style="max-width:600px;margin:0 auto;padding:12px 16px;text-align:center;'
+           'font:15px/1.5 Helvetica,Arial,sans-serif">'
+           + " · ".join(f'<a href="{escape(url)}" style="color:inherit">{escape(text)}</a>'
+                        for url, text in links)
+           + "</nav>")
+    alternate = f'<link rel="alternate" type="application/atom+xml" href="{escape(feed)}">'
+    html = _HEAD_END.sub(lambda m: alternate + m.group(), html, count=1)
+    body = _BODY.search(html)
+    return html[:body.end()] + nav + html[body.end():] if body else nav + html
 
 
 def _marked_as_draft(html: str, text: str) -> str:

@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from wip_mailer.errors import WipMailerError
 
@@ -44,6 +45,12 @@ def _require_chromium() -> str:
             f"{', '.join(CANDIDATES)} on PATH); on Debian run `apt-get install chromium`."
         )
     return found
+
+
+def _scheme(dark: bool) -> str:
+    # Emulates the reader's setting (prefers-color-scheme), as Apple Mail and others pass it
+    # on; it is not Chromium's automatic darkening of pages (which would hide our colours).
+    return f"--blink-settings=preferredColorScheme={0 if dark else 1}"
 
 
 def _run(args: list[str]) -> str:
@@ -143,18 +150,22 @@ def _framed(email_html: str, width: int, height: int, script: str = "") -> str:
 _RESULT = re.compile(r'<pre id="wip-probe">(.*?)</pre>', re.S)
 
 
-def measure_layout(email_html: str, width: int, height: int = 900) -> Layout:
-    """Load ``email_html`` in an iframe ``width`` px wide and measure it."""
-    probe = _framed(email_html, width, height, _PROBE_SCRIPT)
+def _probe(email_html: str, width: int, height: int, script: str, dark: bool) -> Any:
+    probe = _framed(email_html, width, height, script)
     with tempfile.TemporaryDirectory(prefix="wip-probe-") as folder:
         page = Path(folder) / "probe.html"
         page.write_text(probe, encoding="utf-8")
         window = f"--window-size={max(width, 500) + 20},{height + 100}"
-        dom = _run([window, "--virtual-time-budget=5000", "--dump-dom", page.as_uri()])
+        dom = _run([window, _scheme(dark), "--virtual-time-budget=5000", "--dump-dom", page.as_uri()])
     found = _RESULT.search(dom)
     if not found or found.group(1).strip() == "pending":
         raise BrowserUnavailable("Headless Chromium ran but the layout probe wrote no result.")
-    data = json.loads(html_lib.unescape(found.group(1)))
+    return json.loads(html_lib.unescape(found.group(1)))
+
+
+def measure_layout(email_html: str, width: int, height: int = 900, *, dark: bool = False) -> Layout:
+    """Load ``email_html`` in an iframe ``width`` px wide (light or dark scheme) and measure it."""
+    data = _probe(email_html, width, height, _PROBE_SCRIPT, dark)
     return Layout(
         viewport_width=float(data["viewport_width"]),
         scroll_width=float(data["scroll_width"]),
@@ -182,3 +193,100 @@ def screenshot(email_html: str, out: Path, width: int = 375) -> Path:
     if not target.exists():
         raise BrowserUnavailable(f"Headless Chromium did not write the screenshot {out}.")
     return target
+
+
+@dataclass(frozen=True)
+class TextColour:
+    """One run of visible text: its kind, colours as rendered, and their contrast ratio."""
+
+    kind: str  # "link", "date", "heading" or "body"
+    text: str  # the first characters, to name it in a failure
+    colour: str  # rgb(...) as computed
+    background: str  # the nearest opaque background behind it
+    contrast: float  # WCAG 2 contrast ratio, 1 to 21
+    font_size: float = 0.0  # CSS pixels, as computed
+    in_footer: bool = False  # inside the element of class "footer"
+
+
+@dataclass(frozen=True)
+class ImageBox:
+    css_class: str
+    alt: str
+    width: float  # as laid out, CSS pixels
+    height: float
+
+
+@dataclass(frozen=True)
+class Appearance:
+    scheme: str  # "light" or "dark": what the page saw (prefers-color-scheme)
+    layout: Layout
+    texts: tuple[TextColour, ...]
+    images: tuple[ImageBox, ...]
+
+    def lowest(self, kind: str | None = None) -> TextColour:
+        runs = [t for t in self.texts if kind is None or t.kind == kind]
+        if not runs:
+            raise ValueError(f"no visible text of kind {kind!r}")
+        return min(runs, key=lambda t: t.contrast)
+
+
+_RESULT_LINE = """  document.getElementById("wip-probe").textContent = JSON.stringify({"""
+_COLOUR_SCRIPT = _PROBE_SCRIPT.replace(_RESULT_LINE, """
+  function parse(c) { var m = c.match(/[\\d.]+/g) || ["0", "0", "0", "0"];
+    return m.map(Number).concat(m.length < 4 ? [1] : []); }
+  function channel(v) {
+    v = v / 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); }
+  function lum(c) { return 0.2126 * channel(c[0]) + 0.7152 * channel(c[1]) + 0.0722 * channel(c[2]); }
+  function behind(el) {
+    for (; el; el = el.parentElement) {
+      var c = parse(getComputedStyle(el).backgroundColor);
+      if (c[3] > 0.99) return c;
+    }
+    var dark = doc.defaultView.matchMedia("(prefers-color-scheme: dark)").matches;
+    return dark ? [18, 18, 18, 1] : [255, 255, 255, 1];
+  }
+  var texts = [], tw = doc.createTreeWalker(doc.body, NodeFilter.SHOW_TEXT);
+  while (tw.nextNode()) {
+    var t = tw.currentNode, el = t.parentElement;
+    if (!t.textContent.trim() || !el) continue;
+    var rg = doc.createRange(); rg.selectNodeContents(t);
+    var shown = Array.prototype.some.call(rg.getClientRects(),
+                                          function (r) { return r.width >= 1 && r.height >= 1; });
+    if (!shown) continue;
+    var fg = parse(getComputedStyle(el).color), bg = behind(el);
+    var a = lum(fg), b = lum(bg);
+    var kind = el.closest("a") ? "link" : el.closest(".item-date") ? "date"
+             : el.closest("h1,h2,h3") ? "heading" : "body";
+    texts.push({kind: kind, text: t.textContent.trim().slice(0, 40), colour: getComputedStyle(el).color,
+                background: "rgb(" + bg.slice(0, 3).join(", ") + ")",
+                contrast: (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05),
+                font_size: parseFloat(getComputedStyle(el).fontSize), in_footer: !!el.closest(".footer")});
+  }
+  var images = Array.prototype.map.call(doc.images, function (im) {
+    var r = im.getBoundingClientRect();
+    return {css_class: im.className || "", alt: im.alt || "", width: r.width, height: r.height}; });
+  document.getElementById("wip-probe").textContent = JSON.stringify({
+    scheme: doc.defaultView.matchMedia("(prefers-color-scheme: dark)").matches ? "dark" : "light",
+    texts: texts, images: images,""")
+
+
+def measure_appearance(email_html: str, width: int, *, dark: bool, height: int = 900) -> Appearance:
+    """The layout plus the colour and contrast of every visible run of text and the laid-out
+    size of every image, in a ``width`` px iframe with the light or dark scheme emulated."""
+    data = _probe(email_html, width, height, _COLOUR_SCRIPT, dark)
+    layout = Layout(
+        viewport_width=float(data["viewport_width"]), scroll_width=float(data["scroll_width"]),
+        height=float(data["height"]), text_left=float(data["text_left"]),
+        text_right=float(data["text_right"]),
+        item_lefts=tuple(float(v) for v in data["item_lefts"]),
+        item_widths=tuple(float(v) for v in data["item_widths"]),
+        overflowing=tuple(data["overflowing"]),
+    )
+    return Appearance(
+        scheme=str(data["scheme"]), layout=layout,
+        texts=tuple(TextColour(str(t["kind"]), str(t["text"]), str(t["colour"]), str(t["background"]),
+                               float(t["contrast"]), float(t["font_size"]), bool(t["in_footer"]))
+                    for t in data["texts"]),
+        images=tuple(ImageBox(str(i["css_class"]), str(i["alt"]), float(i["width"]), float(i["height"]))
+                     for i in data["images"]),
+    )

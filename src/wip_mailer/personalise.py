@@ -51,7 +51,13 @@ QP_LINE = 76  # RFC 2045: encoded lines at most 76 characters, the soft-break "=
 # Headers the DKIM signature covers (RFC 8058 §4 asks for the List-Unsubscribe pair).
 DKIM_HEADERS = (
     b"From", b"To", b"Subject", b"Date", b"Message-ID", b"List-Id",
-    b"List-Unsubscribe", b"List-Unsubscribe-Post", b"MIME-Version", b"Content-Type",
+    b"List-Unsubscribe", b"List-Unsubscribe-Post", b"Reply-To", b"MIME-Version", b"Content-Type",
+)
+# Oversigned (RFC 6376 §8.15): named once more than they occur, so a second copy added
+# above the signature (a forged Subject:, another List-Unsubscribe:) breaks it. Reply-To is
+# oversigned too: signed when present, and its absence is signed when it is not.
+DKIM_OVERSIGNED = (
+    b"From", b"To", b"Subject", b"Date", b"List-Unsubscribe", b"List-Unsubscribe-Post", b"Reply-To",
 )
 _URL_SAFE = re.compile(r"[!-~]+")  # printable ASCII, no spaces: survives QP and headers untouched
 
@@ -254,6 +260,30 @@ def _normalise_newlines(text: str) -> bytes:
     return text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
 
 
+def _cut(line: bytes, at: int) -> int:
+    """A cut at or before ``at`` that does not split an =XX escape."""
+    if line[at - 1:at] == b"=":
+        return at - 1
+    if line[at - 2:at - 1] == b"=":
+        return at - 2
+    return at
+
+
+def _fit_lines(encoded: bytes) -> bytes:
+    """Every line at most 76 characters (RFC 2045 §6.7). binascii overshoots where it
+    encodes a space or tab at a line's end: a 75-character line and a space give 78."""
+    if all(len(line) <= QP_LINE for line in encoded.split(b"\n")):
+        return encoded
+    fitted = []
+    for line in encoded.split(b"\n"):
+        while len(line) > QP_LINE:
+            cut = _cut(line, QP_LINE - 1)  # room for the soft break's "="
+            fitted.append(line[:cut] + b"=")
+            line = line[cut:]
+        fitted.append(line)
+    return b"\n".join(fitted)
+
+
 def qp_segment(text: str, *, last: bool) -> bytes:
     """QP-encode a static segment with CRLF lines; a non-final one ends with a soft break.
 
@@ -261,7 +291,7 @@ def qp_segment(text: str, *, last: bool) -> bytes:
     email.quoprimime, whose ``str.splitlines`` also breaks lines at U+0085 etc.
     """
     encoded = binascii.b2a_qp(_normalise_newlines(text), quotetabs=False, istext=True, header=False)
-    encoded = encoded.replace(b"\n", CRLF)
+    encoded = _fit_lines(encoded).replace(b"\n", CRLF)
     if last:
         return encoded
     head, newline, tail = encoded.rpartition(CRLF)
@@ -323,7 +353,7 @@ class DkimSigner:
         try:
             return bytes(dkim.sign(message, self.selector, self.domain, self.key,
                                    canonicalize=(b"relaxed", b"relaxed"),
-                                   include_headers=list(DKIM_HEADERS)))
+                                   include_headers=[*DKIM_HEADERS, *DKIM_OVERSIGNED]))
         except dkim.KeyFormatError:
             raise SettingsError("WIP_MAILER_DKIM_KEY_FILE does not hold a PEM private key.") from None
 

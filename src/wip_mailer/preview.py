@@ -24,7 +24,7 @@ class PreviewResult:
 def dummy_links(settings: Settings) -> tuple[str, str]:
     """Unsubscribe and preferences links that look real but carry no subscriber's token."""
     return (
-        f"{settings.base_url}/unsubscribe/PREVIEW-NOT-A-REAL-TOKEN",
+        f"{settings.base_url}/u/PREVIEW-NOT-A-REAL-TOKEN",
         f"{settings.base_url}/preferences/PREVIEW-NOT-A-REAL-TOKEN",
     )
 

@@ -8,6 +8,7 @@ recipient's real URLs, so the expensive rendering happens once per edition.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from wip_mailer.assemble import EditionContext
 from wip_mailer.errors import TemplateRenderError
 from wip_mailer.fields import image_url_problem
 from wip_mailer.settings import Settings
-from wip_mailer.templating import environment, load_labels, render_template
+from wip_mailer.templating import environment, load_labels, load_theme, render_template
 from wip_mailer.text import WIDTH, markdown_to_html, markdown_to_text, usable_url, wrap
 
 # Personal links, replaced per recipient at send time. Plain ASCII URL characters only,
@@ -36,6 +37,9 @@ PREFERENCES_URL_PLACEHOLDER = "https://personal.wip-mailer.invalid/preferences"
 HTML_TEMPLATE = "email/edition.mjml.j2"
 TEXT_TEMPLATE = "email/edition.txt.j2"
 LABELS_FILE = "email/labels.toml"
+# Item images in CSS pixels: the 600 px column less its 28 px side paddings. Outlook for
+# Windows ignores width="100%" and shows an image at its file's size, so it gets a number.
+IMAGE_WIDTH = 544
 
 
 @dataclass(frozen=True)
@@ -77,7 +81,39 @@ def clean_html(html: str) -> Markup:
     cleaned = nh3.clean(
         html, tags=_TAGS, attributes=_ATTRIBUTES, url_schemes=_URL_SCHEMES, link_rel=None
     )
-    return Markup(_ANCHOR.sub(_unwrap_dead_link, cleaned))
+    return Markup(breakable_urls(_ANCHOR.sub(_unwrap_dead_link, cleaned)))
+
+
+# --- URLs shown as text: break points where a phone may wrap them --------------------------
+
+_TAG_OR_TEXT = re.compile(r"(<[^>]*>)")
+_URL_TEXT = re.compile(r"(?:https?://|www\.)[^\s<]{12,}")
+_URL_PIECE = re.compile(r"&#?\w+;|.", re.S)
+_BREAK_BEFORE = frozenset("/?#&=-_") | {"&amp;"}
+
+
+def _with_breaks(match: re.Match[str]) -> str:
+    out: list[str] = []
+    previous = ""
+    for piece in _URL_PIECE.findall(match.group(0)):
+        if out and piece in _BREAK_BEFORE and previous not in _BREAK_BEFORE and previous != ":":
+            out.append("<wbr>")
+        out.append(piece)
+        previous = piece
+    return "".join(out)
+
+
+def breakable_urls(html: str) -> str:
+    """``<wbr>`` before the punctuation of every URL written out in the text (Chicago style:
+    before a slash, ?, #, &, =, - or _), so a long URL wraps there on a phone rather than at
+    whatever letter reaches the edge. Tags and attribute values are left alone."""
+    if "://" not in html and "www." not in html:
+        return html
+    parts = _TAG_OR_TEXT.split(html)
+    for index in range(0, len(parts), 2):  # even indexes: text between tags
+        if "://" in parts[index] or "www." in parts[index]:
+            parts[index] = _URL_TEXT.sub(_with_breaks, parts[index])
+    return "".join(parts)
 
 
 def _markdown_html(md: str) -> Markup:
@@ -121,8 +157,12 @@ def inline_css(html: str) -> str:
         external_styles=None,
         cssutils_logging_level=logging.CRITICAL,  # mso-* properties are not CSS; expected
         disable_validation=True,
+        # MJML writes the width and height attributes Outlook needs; premailer would turn
+        # an image's CSS width:100% into width="100%", which Outlook for Windows ignores.
+        disable_basic_attributes=["width", "height"],
     )
-    out = premailer.transform(pretty_print=False)
+    # lxml does not know <wbr> is a void element and writes it as <wbr></wbr>.
+    out = premailer.transform(pretty_print=False).replace("<wbr></wbr>", "<wbr>")
     if not out.lstrip()[:9].lower().startswith("<!doctype"):
         out = "<!DOCTYPE html>\n" + out
     return str(out)
@@ -150,6 +190,7 @@ def clear_caches() -> None:
 @dataclass(frozen=True)
 class ItemView:
     title: str
+    anchor: str  # the id the index links to
     date_label: str | None
     body_html: Markup
     body_md: str
@@ -201,6 +242,7 @@ def template_context(
 ) -> dict[str, Any]:
     """Everything the email templates may use (both the HTML and the text template)."""
     labels, language = load_labels(settings, LABELS_FILE, context.language)
+    position = itertools.count(1)  # anchors by reading order: unique whatever the item ids
     sections = tuple(
         SectionView(
             name=section.name,
@@ -210,6 +252,7 @@ def template_context(
             items=tuple(
                 ItemView(
                     title=item.title,
+                    anchor=f"item-{next(position)}",
                     date_label=item.date_label,
                     body_html=clean_html(item.body_html) if item.body_html else _markdown_html(
                         item.body_md),
@@ -225,9 +268,15 @@ def template_context(
     contact_md = "  \n".join(context.contact_lines) or settings.sender_address
     contact_html = clean_html(context.contact_html) if context.contact_html else _markdown_html(
         contact_md)
+    items = [item for section in sections for item in section.items]
+    show_index = 0 < settings.email_index_min_items <= len(items)
     return {
         "edition": context,
+        "theme": load_theme(settings),
         "sections": sections,
+        "index": items if show_index else [],
+        "image_width": IMAGE_WIDTH,
+        "privacy_url": settings.privacy_url,
         "labels": labels,
         "lang": language,
         "credit": context.credit or labels.get("credit", ""),

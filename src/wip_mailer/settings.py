@@ -10,6 +10,7 @@ import difflib
 import io
 import logging
 import os
+import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -47,6 +48,7 @@ class Settings:
     smtp_relays: str = ""  # several relays with failover (dispatch.relays): a list or a .toml file
     relay_backoff_seconds: float = 300.0
     worker_claim_batch: int = 100
+    smtp_helo_name: str = ""
     rate_per_second: float = 0.0
     rate_per_hour: int = 0
     retry_base_seconds: float = 60.0
@@ -61,11 +63,15 @@ class Settings:
     secret_key: str = ""
     confirm_days: int = 7
     consent_version: str = "1"
+    privacy_url: str = ""
+    subscribe_per_ip_per_hour: int = 20
+    subscribe_per_address_per_hour: int = 5
     timezone: str = "Europe/Rome"
     dkim_key_file: str = ""
     dkim_selector: str = ""
     dkim_domain: str = ""
     templates_dir: str = ""
+    email_index_min_items: int = 9
     scheduler_grace_seconds: int = 3600
     scheduler_poll_seconds: float = 5.0
     import_max_field_chars: int = 4096
@@ -104,6 +110,15 @@ class Settings:
                 "string of at least 32 characters."
             )
         return self.secret_key
+
+    @property
+    def helo_name(self) -> str:
+        """What EHLO says: WIP_MAILER_SMTP_HELO_NAME, else the sender's domain (IDNA)."""
+        name = self.smtp_helo_name or self.sender_domain or "localhost"
+        try:
+            return name.encode("idna").decode("ascii")
+        except UnicodeError:
+            return name
 
     @property
     def dkim_enabled(self) -> bool:
@@ -164,6 +179,20 @@ def _url(key: str, raw: str) -> str:
     return raw.rstrip("/")
 
 
+def _optional_url(key: str, raw: str) -> str:
+    return _url(key, raw) if raw else ""
+
+
+_HOST_NAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                        r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
+
+
+def _host_name(key: str, raw: str) -> str:
+    if raw and not _HOST_NAME.fullmatch(raw):
+        raise _fail(key, "a host name such as mail.example.org", raw)
+    return raw
+
+
 def _timezone(key: str, raw: str) -> str:
     try:
         ZoneInfo(raw)
@@ -203,6 +232,11 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "SMTP_SECURITY": _security,
     "SMTP_TIMEOUT": lambda k, v: _float(k, v, 0.1),
     "SMTP_CONNECTIONS": lambda k, v: _int(k, v, 1, 64),
+    "SMTP_HELO_NAME": _host_name,
+    "PRIVACY_URL": _optional_url,
+    "SUBSCRIBE_PER_IP_PER_HOUR": lambda k, v: _int(k, v, 1, 10_000),
+    "SUBSCRIBE_PER_ADDRESS_PER_HOUR": lambda k, v: _int(k, v, 1, 10_000),
+    "EMAIL_INDEX_MIN_ITEMS": lambda k, v: _int(k, v, 0, 10_000),
     "SMTP_MESSAGES_PER_CONNECTION": lambda k, v: _int(k, v, 1, 1_000_000),
     "RELAY_BACKOFF_SECONDS": lambda k, v: _float(k, v, 1),
     "WORKER_CLAIM_BATCH": lambda k, v: _int(k, v, 1, 5000),

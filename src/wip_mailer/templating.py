@@ -8,6 +8,7 @@ top-level ``templates/`` (editable install).
 
 from __future__ import annotations
 
+import re
 import tomllib
 import traceback
 from collections.abc import Mapping
@@ -139,3 +140,64 @@ def _labels_file(file: Path, mtime_ns: int) -> dict[str, dict[str, str]]:
     if not tables:
         raise TemplateRenderError(f"The labels file {file} has no [language] table.")
     return {lang: {str(k): str(v) for k, v in table.items()} for lang, table in tables.items()}
+
+
+# --- the theme: colours, fonts and logo shared by the email, the web pages and the archive ---
+
+THEME_FILE = "theme.toml"
+_COLOUR = re.compile(r"#[0-9a-fA-F]{6}")
+_FONT = re.compile(r"[A-Za-z0-9 ,'\"-]+")
+_COLOUR_KEYS = ("ink", "accent", "muted", "paper", "canvas", "rule", "button_text")
+
+
+def load_theme(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The theme of ``templates/theme.toml`` (a custom copy overrides single keys), checked.
+
+    Values go into CSS and HTML attributes, so each is checked for its shape (a colour is
+    #rrggbb, a font list has no CSS punctuation, the logo is an https URL) rather than escaped.
+    """
+    files = [d / THEME_FILE for d in template_dirs(settings) if (d / THEME_FILE).is_file()]
+    if not files:
+        raise TemplateRenderError(f"The theme file {THEME_FILE} was not found in the templates.")
+    theme: dict[str, dict[str, Any]] = {}
+    for file in reversed(files):
+        for table, values in _toml_file(file, file.stat().st_mtime_ns).items():
+            if isinstance(values, dict):
+                theme.setdefault(table, {}).update(values)
+    where = files[0]
+    for scheme in ("light", "dark"):
+        colours = theme.get(scheme, {})
+        for key in _COLOUR_KEYS:
+            value = colours.get(key)
+            if not isinstance(value, str) or not _COLOUR.fullmatch(value):
+                raise TemplateRenderError(
+                    f"The theme {where}: [{scheme}] {key} must be a colour such as \"#8a1538\", "
+                    f"got {value!r}.")
+    font = theme.get("fonts", {}).get("body")
+    if not isinstance(font, str) or not _FONT.fullmatch(font):
+        raise TemplateRenderError(
+            f"The theme {where}: [fonts] body must be a list of font names, got {font!r}.")
+    logo = theme.setdefault("logo", {})
+    logo.setdefault("url", "")
+    logo.setdefault("alt", "")
+    url = logo["url"]
+    if url and (not isinstance(url, str) or not url.startswith(("https://", "http://"))
+                or any(c in url for c in ' "<>\'')):
+        raise TemplateRenderError(f"The theme {where}: [logo] url must be an https:// URL, got {url!r}.")
+    for key in ("width", "height"):
+        size = logo.get(key)
+        if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= 600:
+            raise TemplateRenderError(
+                f"The theme {where}: [logo] {key} must be a whole number of pixels from 1 to 600, "
+                f"got {size!r}.")
+    if not isinstance(logo["alt"], str):
+        raise TemplateRenderError(f"The theme {where}: [logo] alt must be text.")
+    return theme
+
+
+@lru_cache(maxsize=16)
+def _toml_file(file: Path, mtime_ns: int) -> dict[str, Any]:
+    try:
+        return tomllib.loads(file.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise TemplateRenderError(f"The theme file {file} is not valid TOML: {exc}.") from None

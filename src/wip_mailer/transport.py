@@ -23,22 +23,17 @@ def _tls_context() -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
-@lru_cache(maxsize=1)
-def _local_hostname() -> str:
-    # smtplib would look the FQDN up again on every new connection.
-    return socket.getfqdn()
-
-
 def connect(settings: Settings) -> smtplib.SMTP:
     """A connected, authenticated SMTP client; raises DeliveryError with a clear sentence."""
     host, port, timeout = settings.smtp_host, settings.smtp_port, settings.smtp_timeout
+    # EHLO names the sending domain, not whatever the host's name lookup gives ("localhost").
     client: smtplib.SMTP
     try:
         if settings.smtp_security == "tls":
-            client = smtplib.SMTP_SSL(host, port, local_hostname=_local_hostname(), timeout=timeout,
+            client = smtplib.SMTP_SSL(host, port, local_hostname=settings.helo_name, timeout=timeout,
                                       context=_tls_context())
         else:
-            client = smtplib.SMTP(host, port, local_hostname=_local_hostname(), timeout=timeout)
+            client = smtplib.SMTP(host, port, local_hostname=settings.helo_name, timeout=timeout)
         # The final dot goes out in a write of its own (see dispatch.connection): without
         # NODELAY, Nagle's algorithm would hold it until the body's last segment is acknowledged.
         if client.sock is not None:

@@ -18,6 +18,7 @@ from wip_mailer.db import utcnow
 from wip_mailer.errors import DeliveryError, TemplateRenderError
 from wip_mailer.settings import Settings
 from wip_mailer.templating import environment as template_environment
+from wip_mailer.templating import load_theme
 
 
 @dataclass(frozen=True)
@@ -43,9 +44,11 @@ def confirmation_message(settings: Settings, request: ConfirmationRequest) -> Em
         "list_description": request.list_description,
         "confirm_url": confirm_url(settings, request.subscriber_id, request.list_id),
         "confirm_days": settings.confirm_days,
+        "privacy_url": settings.privacy_url,
     }
     environment = template_environment(settings)
     try:
+        context["theme"] = load_theme(settings)
         subject = environment.get_template("confirm/subject.txt").render(context)
         text = environment.get_template("confirm/body.txt").render(context)
         html = environment.get_template("confirm/body.html").render(context)

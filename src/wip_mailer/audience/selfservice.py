@@ -7,20 +7,34 @@ Each function checks the token first (tampered, unknown or wrong-purpose tokens 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy import Engine
 from sqlmodel import Session, col, or_, select
 
 from wip_mailer.audience.addresses import normalise_email
 from wip_mailer.audience.confirmation import ConfirmationRequest, send_confirmations
-from wip_mailer.audience.consent import Actor, JoinOutcome, confirm_membership, join_list, unsubscribe
+from wip_mailer.audience.consent import (
+    Actor,
+    EventKind,
+    JoinOutcome,
+    confirm_membership,
+    join_list,
+    unsubscribe,
+)
 from wip_mailer.audience.links import preferences_url
-from wip_mailer.audience.lists import get_list
 from wip_mailer.audience.suppression import is_suppressed
 from wip_mailer.db import session_scope, utcnow
 from wip_mailer.errors import NotFoundError
 from wip_mailer.fields import check_single_line
-from wip_mailer.models import MailingList, Membership, MembershipStatus, Subscriber, SubscriberStatus
+from wip_mailer.models import (
+    ConsentEvent,
+    MailingList,
+    Membership,
+    MembershipStatus,
+    Subscriber,
+    SubscriberStatus,
+)
 from wip_mailer.settings import Settings
 from wip_mailer.tokens import Purpose, TokenClaims, read_token
 
@@ -55,6 +69,22 @@ class PreferencesView:
     email: str
     choices: list[ListChoice]
     saved: bool = False
+
+
+@dataclass(frozen=True)
+class ConfirmView:
+    email: str
+    list_name: str
+    confirmed: bool  # already active on that list
+
+
+class ListNotPublicError(NotFoundError):
+    """The subscribe form names a list that does not exist or is not offered to the public."""
+
+
+# At most one confirmation email a day to one address from the subscribe form, whatever
+# the rate limits let through: a bot cannot turn the form into a mail bomb.
+CONFIRMATION_INTERVAL = timedelta(days=1)
 
 
 def _claims(settings: Settings, purpose: Purpose, token: str) -> TokenClaims:
@@ -113,6 +143,21 @@ def unsubscribe_by_token(session: Session, settings: Settings, token: str, *, so
                            preferences_url(settings, claims.subscriber_id, claims.list_id), changed)
 
 
+def confirm_view(session: Session, settings: Settings, token: str) -> ConfirmView:
+    """What the confirmation page shows before its button is pressed; changes nothing (link
+    scanners such as Safe Links fetch every link in a message)."""
+    claims = _claims(settings, Purpose.CONFIRM, token)
+    if claims.list_id is None:
+        raise NotFoundError("This confirmation link names no list.")
+    subscriber = _subscriber(session, claims)
+    membership = session.exec(select(Membership.status).where(
+        Membership.subscriber_id == claims.subscriber_id, Membership.list_id == claims.list_id)).first()
+    if membership is None:
+        raise NotFoundError("This subscription no longer exists; please subscribe again.")
+    return ConfirmView(subscriber.email, _list_name(session, claims.list_id) or "",
+                       membership == MembershipStatus.ACTIVE)
+
+
 def confirm_by_token(session: Session, settings: Settings, token: str, visitor: Visitor) -> str:
     """Activate the pending membership the confirmation link names; returns the list name."""
     claims = _claims(settings, Purpose.CONFIRM, token)
@@ -166,30 +211,47 @@ def public_lists(session: Session) -> list[MailingList]:
                              .order_by(col(MailingList.name))).all())
 
 
+def find_public_list(session: Session, list_name: str) -> MailingList:
+    found = session.exec(select(MailingList).where(MailingList.name == list_name,
+                                                   col(MailingList.public))).first()
+    if found is None:
+        raise ListNotPublicError(f"There is no public list named {list_name!r}.")
+    return found
+
+
+def _recently_asked(session: Session, subscriber_id: int) -> bool:
+    """Whether a confirmation was requested for this address within the last day (every
+    ``request`` event sent one)."""
+    since = utcnow() - CONFIRMATION_INTERVAL
+    return session.exec(select(ConsentEvent.id).where(
+        ConsentEvent.subscriber_id == subscriber_id, ConsentEvent.kind == EventKind.REQUEST,
+        col(ConsentEvent.at) >= since)).first() is not None
+
+
 def subscribe_from_form(engine: Engine, settings: Settings, email: str, name: str, list_name: str,
-                        visitor: Visitor) -> None:
-    """The public subscribe form: a pending membership and a confirmation email.
+                        visitor: Visitor) -> bool:
+    """The public subscribe form: a pending membership and a confirmation email; True when
+    one was sent.
 
     The answer is the same whether or not the address is known or suppressed, so the form
-    reveals nothing about who is subscribed.
+    reveals nothing about who is subscribed. A second request for an address within a day
+    sends nothing (the first email's link still works).
     """
     address = normalise_email(email)
     check_single_line("name", name)
     requests: list[ConfirmationRequest] = []
     with session_scope(engine) as session:
-        mailing_list = get_list(session, list_name)
-        if not mailing_list.public:
-            raise NotFoundError(f"There is no public list named {list_name!r}.")
+        mailing_list = find_public_list(session, list_name)
         if is_suppressed(session, address):
-            return
+            return False
         subscriber = session.exec(select(Subscriber).where(Subscriber.email == address)).first()
         if subscriber is None:
             subscriber = Subscriber(email=address, name=" ".join(name.split())[:200],
                                     language=mailing_list.language, status=SubscriberStatus.PENDING)
             session.add(subscriber)
             session.flush()
-        elif subscriber.status in ("bounced", "complained"):
-            return
+        elif subscriber.status in ("bounced", "complained") or _recently_asked(session, subscriber.id or 0):
+            return False
         subscriber.updated_at = utcnow()
         actor = Actor("subscribe form", visitor.ip, visitor.user_agent, settings.consent_version)
         outcome = join_list(session, subscriber, mailing_list, confirmed=False, actor=actor)
@@ -198,4 +260,4 @@ def subscribe_from_form(engine: Engine, settings: Settings, email: str, name: st
             requests.append(ConfirmationRequest(subscriber.id, mailing_list.id, address, subscriber.name,
                                                 subscriber.language, mailing_list.name,
                                                 mailing_list.description))
-    send_confirmations(settings, requests)
+    return send_confirmations(settings, requests) > 0
