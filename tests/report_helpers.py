@@ -81,3 +81,87 @@ def arf(message: ReceivedMessage) -> bytes:
         f"--B\r\nContent-Type: message/rfc822\r\n\r\nReturn-Path: <{verp}>\r\n"
         f"Message-ID: {original['Message-ID']}\r\nTo: {recipient}\r\nSubject: Work in Progress\r\n\r\n"
         "Il numero.\r\n\r\n--B--\r\n").encode()
+
+
+SYNTHETIC_DOMAINS = ("gmail.com", "outlook.com", "libero.it", "comune.torino.it", "yahoo.it", "lyon.fr",
+                     "bordeaux.fr", "hotmail.com", "icloud.com", "gmx.de", "web.de", "orange.fr",
+                     "alice.it", "tiscali.it", "pec.it", "unito.it", "polito.it", "regione.piemonte.it",
+                     "esteri.it", "europa.eu")
+
+
+def synthetic_campaign(engine: Engine, recipients: int, *, seed: int = 7) -> int:
+    """A finished campaign of ``recipients`` deliveries written straight into the tables, as a
+    long send leaves them: most sent at the first try, some after 4xx retries, a few failed,
+    in doubt or skipped, over ~recipients/2000 s with a 60 s pause in the middle; hard and
+    soft bounces, two complaints, one-click unsubscribes naming the campaign. Returns its id."""
+    import random
+    from datetime import timedelta
+
+    from wip_mailer.models import BounceEvent, Campaign, ConsentEvent, Delivery, Edition
+
+    rng = random.Random(seed)
+    start = utcnow().replace(microsecond=0) - timedelta(days=1)
+    last = len(SYNTHETIC_DOMAINS) - 1
+    emails = [f"r{n:07d}@{SYNTHETIC_DOMAINS[min(int(rng.paretovariate(1.2)) - 1, last)]}"
+              for n in range(recipients)]  # a few big domains, a long tail
+    with session_scope(engine) as session:
+        session.add(MailingList(name=f"synthetic-{seed}"))
+        edition = Edition(slug=f"synthetic-{seed}", title="Synthetic", status="sent")
+        session.add(edition)
+        session.flush()
+        campaign = Campaign(edition_id=edition.id, audience={"lists": [f"synthetic-{seed}"]},
+                            status="finished", recipient_count=recipients, started_at=start, created_at=start,
+                            finished_at=start + timedelta(seconds=recipients / 2000 + 120))
+        session.add(campaign)
+        session.flush()
+        campaign_id = campaign.id
+        assert campaign_id is not None
+    now = utcnow()
+    table = Subscriber.__table__  # type: ignore[attr-defined]
+    rows, deliveries = [], []
+    with engine.begin() as connection:
+        connection.execute(insert(table), [
+            {"email": e, "name": "", "language": "it", "country": "IT", "tags": [], "attributes": {},
+             "created_at": now, "updated_at": now} for e in emails])
+        wanted = set(emails)
+        ids = {email: sid for email, sid in connection.execute(select(table.c.email, table.c.id))
+               if email in wanted}
+        for n, email in enumerate(emails):
+            at = n / 2000 + (60 if n > recipients // 2 else 0)  # 2,000 a second, a pause halfway
+            roll = rng.random()
+            first = start + timedelta(seconds=at)
+            state, attempts, sent = "sent", 1, first + timedelta(seconds=rng.uniform(0.01, 0.3))
+            if roll < 0.08:  # deferred (451) once or twice, then sent
+                attempts = rng.choice((2, 3))
+                sent = first + timedelta(seconds=attempts * 30 + rng.uniform(0, 5))
+            elif roll < 0.09:
+                state, sent = "failed", None
+            elif roll < 0.0905:
+                state, sent = "in_doubt", None
+            elif roll < 0.092:
+                state, sent, first = "skipped", None, None
+            deliveries.append({"campaign_id": campaign_id, "subscriber_id": ids[email], "list_id": None,
+                               "email": email, "state": state, "attempts": attempts if first else 0,
+                               "first_attempt_at": first, "sent_at": sent, "last_reply": "",
+                               "updated_at": sent or first or now})
+        delivery_table = Delivery.__table__  # type: ignore[attr-defined]
+        for chunk in range(0, len(deliveries), 20000):
+            connection.execute(insert(delivery_table), deliveries[chunk:chunk + 20000])
+        written = connection.execute(select(delivery_table.c.id, delivery_table.c.state)
+                                     .where(delivery_table.c.campaign_id == campaign_id)).all()
+        for delivery_id, state in written:
+            roll = rng.random()
+            kind = ("hard" if state == "failed" and roll < 0.5 else "soft" if roll < 0.004
+                    else "complaint" if roll < 0.00402 else None)
+            if kind:
+                rows.append({"delivery_id": delivery_id, "email_hash": f"{delivery_id:064d}", "kind": kind,
+                             "diagnostic": "", "status": "5.1.1" if kind == "hard" else "",
+                             "source": "smtp" if kind == "hard" else "dsn", "received_at": now})
+        if rows:
+            connection.execute(insert(BounceEvent.__table__), rows)  # type: ignore[attr-defined]
+        leavers = rng.sample(sorted(ids.values()), max(1, recipients // 300))
+        connection.execute(insert(ConsentEvent.__table__), [  # type: ignore[attr-defined]
+            {"subscriber_id": sid, "list_id": None, "kind": "unsubscribe", "source": "one-click (RFC 8058)",
+             "campaign_id": campaign_id, "at": start + timedelta(hours=rng.uniform(0, 240))}
+            for sid in leavers])
+    return campaign_id

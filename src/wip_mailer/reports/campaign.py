@@ -1,13 +1,16 @@
 """The figures of one campaign, from the ledger, the bounce records and the consent events.
 
-A handful of aggregate queries (states, bounces, domains, the median time to accept,
-relays, the timeline, unsubscribes): the database does the counting, Python only arranges
-the rows it returns, so a report of 100,000 recipients costs what the queries cost.
+A handful of aggregate queries: one scan of the ledger grouped by relay, domain, state,
+retried, bounced and binned time to accept (a few thousand groups for 100,000 recipients),
+from which the summary, the domains with their medians and the relays are summed; the
+bounces by kind, the unsubscribes, the timeline. The database does the counting, Python
+only adds up the groups it returns, never a row per recipient.
 Nothing here tracks a reader: there are no opens or clicks to count, on purpose.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from typing import Any
@@ -25,9 +28,9 @@ from wip_mailer.reports.sql import (
     EVENT,
     count_if,
     domain,
-    epoch,
     relay_column,
     seconds_between,
+    whole_second,
 )
 from wip_mailer.settings import Settings
 
@@ -51,7 +54,8 @@ def campaign_report(engine: Engine, settings: Settings, campaign_id: int) -> dic
             raise NotFoundError(f"There is no campaign {campaign_id}.")
         dialect = connection.dialect.name
         start: datetime = head["started_at"] or head["created_at"]
-        summary = _summary(connection, campaign_id)
+        groups = _ledger(connection, dialect, campaign_id, f"{settings.smtp_host}:{settings.smtp_port}")
+        summary = _summary(groups)
         bounces = _bounces(connection, campaign_id)
         handed_over = summary["sent"] + summary["failed"]
         unsubscribes = _unsubscribes(connection, campaign_id, start)
@@ -72,31 +76,57 @@ def campaign_report(engine: Engine, settings: Settings, campaign_id: int) -> dic
                 "unsubscribe_7_days": _rate(unsubscribes["within_7_days"], summary["sent"]),
             },
             "unsubscribes": unsubscribes,
-            "domains": _domains(connection, dialect, campaign_id),
-            "relays": _relays(connection, campaign_id, f"{settings.smtp_host}:{settings.smtp_port}"),
+            "domains": _domains(groups),
+            "relays": _relays(groups),
             "timeline": _timeline(connection, dialect, campaign_id),
         }
     return report
 
 
-def _summary(connection: Connection, campaign_id: int) -> dict[str, int]:
-    rows = connection.execute(
-        sa.select(DELIVERY.c.state, sa.func.count(),
-                  count_if(DELIVERY.c.attempts > 1), sa.func.coalesce(sa.func.sum(DELIVERY.c.attempts), 0))
-        .where(DELIVERY.c.campaign_id == campaign_id).group_by(DELIVERY.c.state)).all()
-    states = {state: number for state, number, _, _ in rows}
-    retried = {state: number for state, _, number, _ in rows}
+def _ledger(connection: Connection, dialect: str, campaign_id: int,
+            configured_relay: str) -> list[Any]:
+    """The one scan of the campaign's deliveries: counts by relay, domain, state, retried (more
+    than one attempt), bounced (hard or soft, at send time or later) and, for messages sent,
+    the time they took to be accepted in bins (1 ms under 10 s, 0.1 s under 10 minutes, 1 s
+    beyond), from which the medians are read. Everything else is summed from these groups."""
+    bounced = (sa.select(BOUNCE.c.delivery_id).where(BOUNCE.c.kind.in_(("hard", "soft")))
+               .distinct().subquery())
+    waited_ms = sa.cast(sa.func.round(seconds_between(dialect, DELIVERY.c.first_attempt_at,
+                                                      DELIVERY.c.sent_at) * 1000), sa.Integer)
+    per_row = (sa.select(
+        relay_column(configured_relay).label("relay"), domain(dialect, DELIVERY.c.email).label("domain"),
+        DELIVERY.c.state.label("state"), (DELIVERY.c.attempts > 1).label("retried"),
+        bounced.c.delivery_id.is_not(None).label("bounced"), DELIVERY.c.attempts.label("attempts"),
+        sa.case((DELIVERY.c.state == DeliveryState.SENT, waited_ms), else_=None).label("ms"))
+        .select_from(DELIVERY.outerjoin(bounced, bounced.c.delivery_id == DELIVERY.c.id))
+        .where(DELIVERY.c.campaign_id == campaign_id).subquery())
+    ms = per_row.c.ms
+    binned = sa.case((ms < 10_000, ms), (ms < 600_000, ms // 100 * 100), else_=ms // 1000 * 1000).label("bin")
+    # the integer bin first: SQLite's sorter compares it fastest (a third quicker than domain first)
+    keys = (binned, per_row.c.relay, per_row.c.domain, per_row.c.state, per_row.c.retried, per_row.c.bounced)
+    return connection.execute(
+        sa.select(*keys, sa.func.count(), sa.func.sum(per_row.c.attempts)).group_by(*keys)).all()
+
+
+def _summary(groups: list[Any]) -> dict[str, int]:
+    states: Counter[str] = Counter()
+    retried: Counter[str] = Counter()
+    attempts = 0
+    for _, _, _, state, was_retried, _, number, tries in groups:
+        states[state] += number
+        retried[state] += number if was_retried else 0
+        attempts += int(tries or 0)
     return {
         "recipients": sum(states.values()),
-        "sent": states.get(DeliveryState.SENT, 0),
-        "in_doubt": states.get(DeliveryState.IN_DOUBT, 0),
-        "failed": states.get(DeliveryState.FAILED, 0),
+        "sent": states[DeliveryState.SENT],
+        "in_doubt": states[DeliveryState.IN_DOUBT],
+        "failed": states[DeliveryState.FAILED],
         # A message sent after one or more 4xx replies (or a dropped connection) before it.
-        "deferred_then_sent": retried.get(DeliveryState.SENT, 0),
-        "deferred": states.get(DeliveryState.DEFERRED, 0),  # still waiting for a retry
-        "skipped": states.get(DeliveryState.SKIPPED, 0),
-        "queued": states.get(DeliveryState.QUEUED, 0) + states.get(DeliveryState.SENDING, 0),
-        "attempts": int(sum(attempts for _, _, _, attempts in rows)),
+        "deferred_then_sent": retried[DeliveryState.SENT],
+        "deferred": states[DeliveryState.DEFERRED],  # still waiting for a retry
+        "skipped": states[DeliveryState.SKIPPED],
+        "queued": states[DeliveryState.QUEUED] + states[DeliveryState.SENDING],
+        "attempts": attempts,
     }
 
 
@@ -129,91 +159,103 @@ def _unsubscribes(connection: Connection, campaign_id: int, start: datetime) -> 
             "by_source": {source: number for source, number, _ in rows}}
 
 
-def _domains(connection: Connection, dialect: str, campaign_id: int) -> list[dict[str, Any]]:
-    where = DELIVERY.c.campaign_id == campaign_id
-    dom = domain(dialect, DELIVERY.c.email).label("domain")
-    bounced = (sa.select(BOUNCE.c.delivery_id).where(BOUNCE.c.kind.in_(("hard", "soft")))
-               .distinct().subquery())
-    counts = connection.execute(
-        sa.select(dom, sa.func.count(),
-                  count_if(DELIVERY.c.state == DeliveryState.SENT),
-                  count_if(sa.or_(DELIVERY.c.state == DeliveryState.DEFERRED,
-                                  sa.and_(DELIVERY.c.attempts > 1,
-                                          DELIVERY.c.state.in_((DeliveryState.SENT, DeliveryState.FAILED))))),
-                  count_if(sa.and_(DELIVERY.c.state == DeliveryState.SENT, DELIVERY.c.attempts > 1)),
-                  count_if(DELIVERY.c.state == DeliveryState.FAILED),
-                  count_if(bounced.c.delivery_id.is_not(None)),
-                  count_if(DELIVERY.c.state == DeliveryState.IN_DOUBT))
-        .select_from(DELIVERY.outerjoin(bounced, bounced.c.delivery_id == DELIVERY.c.id))
-        .where(where).group_by(dom)).all()
-    medians = dict(_medians(connection, dialect, campaign_id))
-    rows: list[dict[str, Any]] = [
-        {"domain": name or "(erased)", "recipients": total, "accepted": sent, "deferred": deferred,
-         "deferred_then_accepted": late, "failed": failed, "bounced": bounced_count, "in_doubt": in_doubt,
-         "median_seconds_to_accept": medians.get(name)}
-        for name, total, sent, deferred, late, failed, bounced_count, in_doubt in counts]
-    rows.sort(key=lambda row: (-int(row["recipients"]), str(row["domain"])))
-    return rows
+def _domains(groups: list[Any]) -> list[dict[str, Any]]:
+    rows: dict[str, dict[str, Any]] = {}
+    bins: dict[str, Counter[int]] = {}
+    for waited, _, name, state, retried, bounced, number, _ in groups:
+        row = rows.setdefault(name, {"domain": name or "(erased)", "recipients": 0, "accepted": 0,
+                                     "deferred": 0, "deferred_then_accepted": 0, "failed": 0, "bounced": 0,
+                                     "in_doubt": 0, "median_seconds_to_accept": None})
+        row["recipients"] += number
+        row["accepted"] += number if state == DeliveryState.SENT else 0
+        row["deferred"] += number if state == DeliveryState.DEFERRED or (
+            retried and state in (DeliveryState.SENT, DeliveryState.FAILED)) else 0
+        row["deferred_then_accepted"] += number if retried and state == DeliveryState.SENT else 0
+        row["failed"] += number if state == DeliveryState.FAILED else 0
+        row["bounced"] += number if bounced else 0
+        row["in_doubt"] += number if state == DeliveryState.IN_DOUBT else 0
+        if state == DeliveryState.SENT and waited is not None:
+            bins.setdefault(name, Counter())[int(waited)] += number
+    for name, histogram in bins.items():
+        rows[name]["median_seconds_to_accept"] = _median(histogram)
+    return sorted(rows.values(), key=lambda row: (-int(row["recipients"]), str(row["domain"])))
 
 
-def _medians(connection: Connection, dialect: str, campaign_id: int) -> list[tuple[str, float]]:
-    """The median seconds from a message's first attempt to the server's 250, per domain
-    (window functions: the middle one or two rows of each domain, averaged)."""
-    dom = domain(dialect, DELIVERY.c.email)
-    waited = seconds_between(dialect, DELIVERY.c.first_attempt_at, DELIVERY.c.sent_at)
-    ranked = (sa.select(dom.label("domain"), waited.label("waited"),
-                        sa.func.row_number().over(partition_by=dom, order_by=waited).label("position"),
-                        sa.func.count().over(partition_by=dom).label("n"))
-              .where(DELIVERY.c.campaign_id == campaign_id, DELIVERY.c.state == DeliveryState.SENT,
-                     DELIVERY.c.first_attempt_at.is_not(None), DELIVERY.c.sent_at.is_not(None))
-              .subquery())
-    middle = sa.or_(ranked.c.position == (ranked.c.n + 1) // 2, ranked.c.position == (ranked.c.n + 2) // 2)
-    return [(name, round(float(value), 3)) for name, value in connection.execute(
-        sa.select(ranked.c.domain, sa.func.avg(ranked.c.waited)).where(middle).group_by(ranked.c.domain))]
+def _median(histogram: Counter[int]) -> float:
+    """The median of the binned times (milliseconds) in seconds: the middle value, or the mean
+    of the middle two, as statistics.median would give on the values themselves."""
+    total = sum(histogram.values())
+    wanted = {(total + 1) // 2, total // 2 + 1}
+    found: list[int] = []
+    seen = 0
+    for value in sorted(histogram):
+        seen += histogram[value]
+        while wanted and min(wanted) <= seen:
+            wanted.discard(min(wanted))
+            found.append(value)
+        if not wanted:
+            break
+    return round(sum(found) / len(found) / 1000, 3)
 
 
-def _relays(connection: Connection, campaign_id: int, configured: str) -> list[dict[str, Any]]:
-    relay = relay_column(configured).label("relay")
-    rows = connection.execute(
-        sa.select(relay, sa.func.count(), count_if(DELIVERY.c.state == DeliveryState.SENT),
-                  count_if(DELIVERY.c.attempts > 1), count_if(DELIVERY.c.state == DeliveryState.FAILED),
-                  count_if(DELIVERY.c.state == DeliveryState.IN_DOUBT))
-        .where(DELIVERY.c.campaign_id == campaign_id,
-               DELIVERY.c.state.not_in((DeliveryState.QUEUED, DeliveryState.SKIPPED)))
-        .group_by(relay).order_by(relay)).all()
-    return [{"relay": name, "handed_over": total, "sent": sent, "retried": retried, "failed": failed,
-             "in_doubt": in_doubt} for name, total, sent, retried, failed, in_doubt in rows]
+def _relays(groups: list[Any]) -> list[dict[str, Any]]:
+    rows: dict[str, dict[str, Any]] = {}
+    for _, relay, _, state, retried, _, number, _ in groups:
+        if state in (DeliveryState.QUEUED, DeliveryState.SKIPPED):
+            continue  # never handed to a relay
+        row = rows.setdefault(relay, {"relay": relay, "handed_over": 0, "sent": 0, "retried": 0, "failed": 0,
+                                      "in_doubt": 0})
+        row["handed_over"] += number
+        row["sent"] += number if state == DeliveryState.SENT else 0
+        row["retried"] += number if retried else 0
+        row["failed"] += number if state == DeliveryState.FAILED else 0
+        row["in_doubt"] += number if state == DeliveryState.IN_DOUBT else 0
+    return [rows[name] for name in sorted(rows)]
 
 
 def _timeline(connection: Connection, dialect: str, campaign_id: int) -> dict[str, Any]:
     """Messages accepted per second (first try, after a retry) and failures, in buckets;
-    a stretch of PAUSE_SECONDS or more with nothing handed over is a pause."""
-    done = DELIVERY.c.state.in_((DeliveryState.SENT, DeliveryState.FAILED))
-    moment = sa.func.coalesce(DELIVERY.c.sent_at, DELIVERY.c.updated_at)
-    where = sa.and_(DELIVERY.c.campaign_id == campaign_id, done)
-    first, last = connection.execute(sa.select(sa.func.min(epoch(dialect, moment)),
-                                               sa.func.max(epoch(dialect, moment))).where(where)).one()
-    if first is None:
-        return {"start": None, "bucket_seconds": 1, "points": [], "pauses": [], "peak_per_second": 0.0}
-    first, last = float(first), float(last)
-    width = max(1, int((last - first) // MAX_BUCKETS) + 1)
-    bucket = sa.cast(sa.func.floor((epoch(dialect, moment) - first) / width), sa.Integer).label("bucket")
+    a stretch of PAUSE_SECONDS or more with nothing handed over is a pause. One query, grouped
+    by the second of each message's outcome; wider buckets are summed from those seconds."""
+    outcome_at = sa.func.coalesce(DELIVERY.c.sent_at, DELIVERY.c.updated_at)
+    second = whole_second(dialect, outcome_at).label("second")
+    retried = (DELIVERY.c.attempts > 1).label("retried")
     rows = connection.execute(
-        sa.select(bucket,
-                  count_if(sa.and_(DELIVERY.c.state == DeliveryState.SENT, DELIVERY.c.attempts <= 1)),
-                  count_if(sa.and_(DELIVERY.c.state == DeliveryState.SENT, DELIVERY.c.attempts > 1)),
-                  count_if(DELIVERY.c.state == DeliveryState.FAILED))
-        .where(where).group_by(bucket).order_by(bucket)).all()
-    points = [{"offset_seconds": int(b) * width, "sent": s, "sent_after_retry": r, "failed": f}
-              for b, s, r, f in rows]
+        sa.select(second, DELIVERY.c.state, retried, sa.func.count())
+        .where(DELIVERY.c.campaign_id == campaign_id,
+               DELIVERY.c.state.in_((DeliveryState.SENT, DeliveryState.FAILED)))
+        .group_by(second, DELIVERY.c.state, retried)).all()
+    if not rows:
+        return {"start": None, "bucket_seconds": 1, "points": [], "pauses": [], "peak_per_second": 0.0}
+    seconds = [(_as_epoch(moment), state, was_retried, number) for moment, state, was_retried, number in rows]
+    first = min(moment for moment, _, _, _ in seconds)
+    last = max(moment for moment, _, _, _ in seconds)
+    width = max(1, (last - first) // MAX_BUCKETS + 1)
+    buckets: dict[int, dict[str, int]] = {}
+    for moment, state, was_retried, number in seconds:
+        offset = (moment - first) // width * width
+        point = buckets.setdefault(offset, {"offset_seconds": offset, "sent": 0, "sent_after_retry": 0,
+                                            "failed": 0})
+        key = "failed" if state == DeliveryState.FAILED else "sent_after_retry" if was_retried else "sent"
+        point[key] += number
+    points = [buckets[offset] for offset in sorted(buckets)]
     pauses = []
     for before, after in pairwise(points):
         gap = after["offset_seconds"] - before["offset_seconds"] - width
         if gap >= PAUSE_SECONDS:
             pauses.append({"from_seconds": before["offset_seconds"] + width, "seconds": gap})
     peak = max((p["sent"] + p["sent_after_retry"] + p["failed"]) / width for p in points)
-    return {"start": _epoch_iso(first),
-            "bucket_seconds": width, "points": points, "pauses": pauses, "peak_per_second": peak}
+    return {"start": _iso(datetime.fromtimestamp(first, UTC)), "bucket_seconds": width, "points": points,
+            "pauses": pauses, "peak_per_second": peak}
+
+
+def _as_epoch(moment: Any) -> int:
+    """A whole second as the database gave it (SQLite: 'YYYY-MM-DD HH:MM:SS' in UTC)."""
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp())
 
 
 def _rate(part: int, whole: int) -> float:
@@ -224,5 +266,3 @@ def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat().replace("+00:00", "Z")
 
 
-def _epoch_iso(seconds: float) -> str:
-    return _iso(datetime.fromtimestamp(seconds, UTC).replace(microsecond=0)) or ""

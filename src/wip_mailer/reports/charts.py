@@ -30,7 +30,7 @@ def _style() -> Any:
 def _config(number: Callable[[float], str], **extra: Any) -> dict[str, Any]:
     return {"style": _style(), "js": [], "disable_xml_declaration": True, "explicit_size": False,
             # a small canvas, so that its text stays readable when a phone shrinks it to ~340 px
-            "width": 560, "height": 340, "legend_at_bottom": True, "legend_at_bottom_columns": 2,
+            "width": 560, "height": 340, "legend_at_bottom": True, "legend_at_bottom_columns": 1,
             "truncate_legend": 40,
             "value_formatter": number, "print_values": False,
             "truncate_label": 18, "margin": 8, **extra}
@@ -56,7 +56,8 @@ def bar_chart(label: str, categories: Sequence[str], series: Sequence[tuple[str,
 
     kind = {(True, True): pygal.HorizontalStackedBar, (True, False): pygal.StackedBar,
             (False, True): pygal.HorizontalBar, (False, False): pygal.Bar}[(stacked, horizontal)]
-    chart = kind(**_config(number, x_label_rotation=0 if horizontal else 30))
+    # few value ticks, so that Italian thousands ("1.200") never run into each other
+    chart = kind(**_config(number, x_label_rotation=0 if horizontal else 30, max_scale=5))
     chart.x_labels = list(categories)
     for name, values in series:
         chart.add(name, list(values))

@@ -30,17 +30,19 @@ SUBSCRIBER: sa.Table = Subscriber.__table__  # type: ignore[attr-defined]
 
 
 def domain(dialect: str, email: Any) -> ColumnElement[str]:
-    """The part after the '@', lower-cased ('' for an erased address)."""
+    """The part after the '@' ('' for an erased address). Addresses are stored lower-case
+    (audience normalises them), so no lower(): per row it would cost a third of the scan."""
     if dialect == "postgresql":
-        return sa.func.lower(sa.func.split_part(email, "@", 2))
-    return sa.func.lower(sa.func.substr(email, sa.func.instr(email, "@") + 1))
+        return sa.func.split_part(email, "@", 2)
+    return sa.func.substr(email, sa.func.instr(email, "@") + 1)
 
 
-def epoch(dialect: str, moment: Any) -> ColumnElement[float]:
-    """Seconds since 1970 (UTC; SQLite keeps naive UTC)."""
+def whole_second(dialect: str, moment: Any) -> ColumnElement[Any]:
+    """The timestamp cut to its second: SQLite keeps 'YYYY-MM-DD HH:MM:SS.ffffff' (naive UTC),
+    whose first 19 characters are the second (a string cut, far cheaper than julianday)."""
     if dialect == "postgresql":
-        return sa.cast(sa.extract("epoch", moment), sa.Float)
-    return (sa.func.julianday(moment) - 2440587.5) * 86400.0
+        return sa.func.date_trunc("second", moment)
+    return sa.func.substr(moment, 1, 19)
 
 
 def seconds_between(dialect: str, start: Any, end: Any) -> ColumnElement[float]:
