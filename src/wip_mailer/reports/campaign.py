@@ -104,8 +104,8 @@ def _ledger(connection: Connection, dialect: str, campaign_id: int,
     binned = sa.case((ms < 10_000, ms), (ms < 600_000, ms // 100 * 100), else_=ms // 1000 * 1000).label("bin")
     # the integer bin first: SQLite's sorter compares it fastest (a third quicker than domain first)
     keys = (binned, per_row.c.relay, per_row.c.domain, per_row.c.state, per_row.c.retried, per_row.c.bounced)
-    return connection.execute(
-        sa.select(*keys, sa.func.count(), sa.func.sum(per_row.c.attempts)).group_by(*keys)).all()
+    return list(connection.execute(
+        sa.select(*keys, sa.func.count(), sa.func.sum(per_row.c.attempts)).group_by(*keys)))
 
 
 def _summary(groups: list[Any]) -> dict[str, int]:
