@@ -1,6 +1,6 @@
 """A real SMTP server for tests (aiosmtpd on loopback) that records messages and injects faults.
 
-Faults are set per test: a reply for a recipient at RCPT or DATA, a 421 after N
+Faults are set per test: a reply for a recipient (or every address of a domain) at RCPT or DATA, a 421 after N
 messages, a connection dropped before the final dot, or after it with or without the
 message stored, a slow reply (before or after storing). Everything accepted is recorded,
 with the times its MAIL FROM and its final dot arrived.
@@ -44,6 +44,9 @@ class ReceivedMessage:
 @dataclass
 class Faults:
     rcpt_replies: dict[str, list[str]] = field(default_factory=dict)  # address -> replies, used in turn
+    # domain -> replies at RCPT for each address of that domain, used in turn per address
+    # (["451 ...", "250"]: every address there is deferred once, then accepted)
+    domain_rcpt_replies: dict[str, list[str]] = field(default_factory=dict)
     data_replies: dict[str, list[str]] = field(default_factory=dict)
     close_after_messages: int | None = None  # reply 421 and close after this many messages
     drop_after_messages: int | None = None  # drop the connection (no reply, not stored) after this many
@@ -79,6 +82,9 @@ class FaultyHandler:
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
         with self.lock:
+            domain = address.rpartition("@")[2].lower()
+            if address.lower() not in self.faults.rcpt_replies and domain in self.faults.domain_rcpt_replies:
+                self.faults.rcpt_replies[address.lower()] = list(self.faults.domain_rcpt_replies[domain])
             reply = self._take(self.faults.rcpt_replies, address)
             self.rcpt_seen.append(address.lower())
         if reply and not reply.startswith("250"):  # a queued "250" means: accept this time

@@ -46,10 +46,11 @@ def parse(data: bytes) -> EmailMessage:
     return message
 
 
-def expected_parts(settings: Settings, rendered: RenderedEdition, subscriber_id: int, list_id: int
-                   ) -> tuple[str, str]:
-    """The straightforward personalisation the fast path must equal."""
-    unsub = unsubscribe_url(settings, subscriber_id, list_id)
+def expected_parts(settings: Settings, rendered: RenderedEdition, subscriber_id: int, list_id: int,
+                   campaign_id: int | None = None) -> tuple[str, str]:
+    """The straightforward personalisation the fast path must equal (the unsubscribe link of a
+    campaign's message names the campaign)."""
+    unsub = unsubscribe_url(settings, subscriber_id, list_id, campaign_id)
     prefs = preferences_url(settings, subscriber_id, list_id)
     text = rendered.text.replace(UNSUB, unsub).replace(PREFS, prefs)
     body = rendered.html.replace(UNSUB, html.escape(unsub)).replace(PREFS, html.escape(prefs))
@@ -71,7 +72,7 @@ def test_parts_decode_to_the_plainly_personalised_html_and_text() -> None:
         addressee = Addressee("ada@example.net", "Ada Rossi", subscriber_id, 3, 1000 + subscriber_id)
         outgoing = template.build(addressee)
         message = parse(outgoing.message_bytes)
-        assert decoded_parts(message) == expected_parts(settings, rendered, subscriber_id, 3)
+        assert decoded_parts(message) == expected_parts(settings, rendered, subscriber_id, 3, 7)
 
 
 def test_every_header_a_bulk_sender_needs() -> None:
@@ -87,7 +88,7 @@ def test_every_header_a_bulk_sender_needs() -> None:
     assert message["Date"].datetime is not None
     assert message["Message-ID"] == f"<{delivery_message_id(settings, 7, 99)}>"
     assert message["List-Id"] == "Città di Torino – Work in Progress <newsletter-it.torino.example.org>"
-    unsub = unsubscribe_url(settings, 5, 3)
+    unsub = unsubscribe_url(settings, 5, 3, 7)  # the link names the campaign
     token = unsub.rpartition("/")[2]
     assert message["List-Unsubscribe"] == (
         f"<{unsub}>, <mailto:bounces@torino.example.org?subject=unsubscribe%20{token}>")

@@ -169,6 +169,9 @@ class ConsentEvent(_Table, table=True):
     text_version: str | None = Field(default=None, max_length=64)
     # Why, when the source said so (e.g. the unsubscribe reason an imported export gives).
     detail: str | None = Field(default=None, max_length=500)
+    # The campaign whose unsubscribe link (or mailto) was used: reports attribute leaves to sends.
+    campaign_id: int | None = Field(default=None, foreign_key="campaign.id", index=True,
+                                    ondelete="SET NULL")
 
 
 class Suppression(_Table, table=True):

@@ -447,7 +447,9 @@ class MessageTemplate:
         # The links of audience.unsubscribe_url()/preferences_url() (tested equal), with the
         # serializers built once instead of per call: a third of the per-message cost otherwise.
         base = self.settings.base_url
-        urls = (f"{base}/u/{self._unsubscribe_token(addressee.subscriber_id, addressee.list_id)}",
+        # The unsubscribe link names the campaign too, so a leave is attributed to this send.
+        unsub = self._unsubscribe_token(addressee.subscriber_id, addressee.list_id, self.campaign_id)
+        urls = (f"{base}/u/{unsub}",
                 f"{base}/preferences/{self._preferences_token(addressee.subscriber_id, addressee.list_id)}")
         for url in urls:
             if not _URL_SAFE.fullmatch(url):

@@ -1,6 +1,9 @@
 """Signed tokens for the links in emails (itsdangerous, one salt per purpose).
 
-A token names a subscriber and a list. Unsubscribe and preference tokens never
+A token names a subscriber and a list; an unsubscribe token in a campaign's message also
+names the campaign, so an unsubscribe is attributed to the send it came from (reports)
+without tracking anything else. Tokens without it (older emails, the preview) stay
+valid. Unsubscribe and preference tokens never
 expire (an old email must still let its reader leave); confirmation tokens do.
 Signatures are compared in constant time by itsdangerous.
 """
@@ -34,14 +37,18 @@ class InvalidTokenError(InvalidInputError):
 class TokenClaims:
     subscriber_id: int
     list_id: int | None
+    campaign_id: int | None = None  # the campaign whose message carried the link, when it says
 
 
 def _salt(purpose: Purpose) -> str:
     return f"wip-mailer.{purpose.value}.v1"
 
 
-def make_token(secret: str, purpose: Purpose, subscriber_id: int, list_id: int | None) -> str:
-    payload = [subscriber_id, list_id]
+def make_token(secret: str, purpose: Purpose, subscriber_id: int, list_id: int | None,
+               campaign_id: int | None = None) -> str:
+    payload: list[int | None] = [subscriber_id, list_id]
+    if campaign_id is not None:
+        payload.append(campaign_id)
     if purpose is Purpose.CONFIRM:
         return URLSafeTimedSerializer(secret, salt=_salt(purpose)).dumps(payload)
     return URLSafeSerializer(secret, salt=_salt(purpose)).dumps(payload)
@@ -64,12 +71,18 @@ def read_token(secret: str, purpose: Purpose, token: str, max_age_seconds: int |
         raise InvalidTokenError("This link is not valid.") from None
     if (
         not isinstance(payload, list)
-        or len(payload) != 2
-        or not isinstance(payload[0], int)
-        or not (payload[1] is None or isinstance(payload[1], int))
+        or len(payload) not in (2, 3)
+        or not _is_int(payload[0])
+        or not (payload[1] is None or _is_int(payload[1]))
+        or (len(payload) == 3 and not _is_int(payload[2]))
     ):
         raise InvalidTokenError("This link is not valid.")
-    return TokenClaims(subscriber_id=payload[0], list_id=payload[1])
+    return TokenClaims(subscriber_id=payload[0], list_id=payload[1],
+                       campaign_id=payload[2] if len(payload) == 3 else None)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _canonical(token: str) -> bool:
@@ -81,7 +94,7 @@ def _canonical(token: str) -> bool:
         return False
 
 
-def token_maker(secret: str, purpose: Purpose) -> Callable[[int, int | None], str]:
+def token_maker(secret: str, purpose: Purpose) -> Callable[..., str]:
     """``make_token`` for many subscribers at once (bulk sending).
 
     For the never-expiring purposes this spells out what itsdangerous's URLSafeSerializer
@@ -92,13 +105,15 @@ def token_maker(secret: str, purpose: Purpose) -> Callable[[int, int | None], st
     """
     if purpose is Purpose.CONFIRM:
         timed = URLSafeTimedSerializer(secret, salt=_salt(purpose))
-        return lambda subscriber_id, list_id: str(timed.dumps([subscriber_id, list_id]))
+        return lambda subscriber_id, list_id, campaign_id=None: str(timed.dumps(
+            [subscriber_id, list_id] + ([] if campaign_id is None else [campaign_id])))
     derived = hashlib.sha1(_salt(purpose).encode() + b"signer" + secret.encode()).digest()
     keyed = hmac.new(derived, digestmod=hashlib.sha1)
 
-    def make(subscriber_id: int, list_id: int | None) -> str:
-        # json.dumps([id, id_or_None], separators=(",", ":")), spelled out for two integers
-        as_json = f"[{int(subscriber_id)},{'null' if list_id is None else int(list_id)}]"
+    def make(subscriber_id: int, list_id: int | None, campaign_id: int | None = None) -> str:
+        # json.dumps([id, id_or_None(, id)], separators=(",", ":")), spelled out for integers
+        tail = "" if campaign_id is None else f",{int(campaign_id)}"
+        as_json = f"[{int(subscriber_id)},{'null' if list_id is None else int(list_id)}{tail}]"
         payload = urlsafe_b64encode(as_json.encode("ascii")).rstrip(b"=")
         mac = keyed.copy()
         mac.update(payload)

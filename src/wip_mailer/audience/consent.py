@@ -57,16 +57,16 @@ class Actor:
 
 
 def event_values(subscriber_id: int | None, list_id: int | None, kind: EventKind,
-                 actor: Actor) -> dict[str, Any]:
+                 actor: Actor, campaign_id: int | None = None) -> dict[str, Any]:
     """The columns of one consent event (also written in bulk by ``unsubscribe_batch``)."""
     return {"subscriber_id": subscriber_id, "list_id": list_id, "kind": kind, "source": actor.source[:200],
             "ip": actor.ip, "user_agent": (actor.user_agent or None) and actor.user_agent[:400],
-            "text_version": actor.text_version}
+            "text_version": actor.text_version, "campaign_id": campaign_id}
 
 
 def record_event(session: Session, subscriber_id: int | None, list_id: int | None, kind: EventKind,
-                 actor: Actor) -> None:
-    session.add(ConsentEvent(**event_values(subscriber_id, list_id, kind, actor)))
+                 actor: Actor, campaign_id: int | None = None) -> None:
+    session.add(ConsentEvent(**event_values(subscriber_id, list_id, kind, actor, campaign_id)))
 
 
 def derived_status(current: str, membership_states: Collection[str]) -> str | None:
@@ -150,8 +150,10 @@ def confirm_membership(session: Session, subscriber_id: int, list_id: int, actor
 
 
 def unsubscribe(session: Session, subscriber_id: int, list_id: int | None, *, source: str,
-                ip: str | None = None, user_agent: str | None = None) -> bool:
-    """Leave one list (or every list when ``list_id`` is None), at once.
+                ip: str | None = None, user_agent: str | None = None,
+                campaign_id: int | None = None) -> bool:
+    """Leave one list (or every list when ``list_id`` is None), at once; ``campaign_id``: the
+    campaign whose link or mailto address was used, kept on the event for reports.
 
     Records one consent event per membership left. Returns False when there was nothing
     to leave, so repeating an unsubscribe is harmless.
@@ -172,7 +174,7 @@ def unsubscribe(session: Session, subscriber_id: int, list_id: int | None, *, so
         membership.status = MembershipStatus.UNSUBSCRIBED
         membership.unsubscribed_at = now
         session.add(membership)
-        record_event(session, subscriber_id, membership.list_id, EventKind.UNSUBSCRIBE, actor)
+        record_event(session, subscriber_id, membership.list_id, EventKind.UNSUBSCRIBE, actor, campaign_id)
     if memberships:
         session.flush()
         refresh_status(session, subscriber)

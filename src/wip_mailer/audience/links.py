@@ -8,9 +8,12 @@ from wip_mailer.settings import Settings
 from wip_mailer.tokens import Purpose, make_token, token_maker
 
 
-def unsubscribe_url(settings: Settings, subscriber_id: int, list_id: int | None) -> str:
-    """The one-click unsubscribe link (RFC 8058 target and visible footer link); never expires."""
-    token = make_token(settings.require_secret_key(), Purpose.UNSUBSCRIBE, subscriber_id, list_id)
+def unsubscribe_url(settings: Settings, subscriber_id: int, list_id: int | None,
+                    campaign_id: int | None = None) -> str:
+    """The one-click unsubscribe link (RFC 8058 target and visible footer link); never expires.
+    ``campaign_id`` names the campaign whose message carries it (attribution in reports)."""
+    token = make_token(settings.require_secret_key(), Purpose.UNSUBSCRIBE, subscriber_id, list_id,
+                       campaign_id)
     return f"{settings.base_url}/u/{token}"
 
 

@@ -138,7 +138,7 @@ def unsubscribe_by_token(session: Session, settings: Settings, token: str, *, so
     claims = _claims(settings, Purpose.UNSUBSCRIBE, token)
     subscriber = _subscriber(session, claims)
     changed = unsubscribe(session, claims.subscriber_id, claims.list_id, source=source,
-                          ip=visitor.ip, user_agent=visitor.user_agent)
+                          ip=visitor.ip, user_agent=visitor.user_agent, campaign_id=claims.campaign_id)
     return UnsubscribeView(subscriber.email, _list_name(session, claims.list_id), False,
                            preferences_url(settings, claims.subscriber_id, claims.list_id), changed)
 

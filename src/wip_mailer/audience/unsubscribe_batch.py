@@ -76,6 +76,7 @@ class UnsubscribeRequest:
     source: str
     ip: str | None = None
     user_agent: str | None = None
+    campaign_id: int | None = None  # named by the link: the leave is attributed to that campaign
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,8 @@ def apply_unsubscribes(connection: Connection,
         taken = set(lists_left) if request.list_id is None else lists_left & {request.list_id}
         lists_left -= taken
         actor = Actor(source=request.source, ip=request.ip, user_agent=request.user_agent)
-        events.extend({**event_values(request.subscriber_id, list_id, EventKind.UNSUBSCRIBE, actor),
+        events.extend({**event_values(request.subscriber_id, list_id, EventKind.UNSUBSCRIBE, actor,
+                                      request.campaign_id),
                        "at": now} for list_id in sorted(taken))
         list_name = None if request.list_id is None else list_names.get(request.list_id)
         outcomes.append(Applied(subscriber.email, list_name, bool(taken)))
@@ -235,7 +237,7 @@ class UnsubscribeWriter:
         if not self._queue:
             self._first_queued_at = loop.time()
         self._queue.append((UnsubscribeRequest(claims.subscriber_id, claims.list_id, source, visitor.ip,
-                                               visitor.user_agent), future))
+                                               visitor.user_agent, claims.campaign_id), future))
         self._wake.set()
         if self._task is None:
             self._task = loop.create_task(self._batches())
@@ -288,7 +290,8 @@ class UnsubscribeWriter:
         except UnsubscribeNotRecordedError as error:
             return [error for _ in requests]
         assert process.stdin is not None and process.stdout is not None
-        line = json.dumps([[r.subscriber_id, r.list_id, r.source, r.ip, r.user_agent] for r in requests])
+        line = json.dumps([[r.subscriber_id, r.list_id, r.source, r.ip, r.user_agent, r.campaign_id]
+                           for r in requests])
         try:
             process.stdin.write(line.encode() + b"\n")
             await process.stdin.drain()

@@ -403,3 +403,9 @@ def campaigns_resend_in_doubt(app: App, campaign_id: int, yes: bool, as_json: bo
     summary = resume_campaign(app.engine, app.settings, campaign_id, resend_in_doubt=True,
                               progress=None if as_json else RichProgress())
     _report(summary, as_json)
+
+
+# `campaigns report` lives with the other report commands (reports are the last stage).
+from wip_mailer.cli.reports import campaigns_report  # noqa: E402
+
+campaigns.add_command(campaigns_report)

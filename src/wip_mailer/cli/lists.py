@@ -129,3 +129,9 @@ def lists_sync(app: App, path: Path) -> None:
                          ("Unchanged", report.unchanged), ("Not in the file (kept)", report.not_in_file)):
         if names:
             click.echo(f"{label}: {', '.join(names)}")
+
+
+# `lists report` lives with the other report commands (reports are the last stage).
+from wip_mailer.cli.reports import lists_report  # noqa: E402
+
+lists_group.add_command(lists_report)

@@ -94,11 +94,15 @@ def archive_group() -> None:
 @click.argument("out_dir", metavar="DIR", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--include-unsent", is_flag=True,
               help="Also list editions not sent yet, each page marked as a draft (for a preview).")
+@click.option("--reports", "with_reports", is_flag=True,
+              help="Also write every campaign's report and the lists' report, in a folder the archive "
+                   "does not link (its name is derived from the secret key).")
 @pass_app
-def archive_build(app: App, out_dir: Path, include_unsent: bool) -> None:
+def archive_build(app: App, out_dir: Path, include_unsent: bool, with_reports: bool) -> None:
     """Write the archive: index.html, one DIR/<slug>/index.html per edition, feed.xml.
 
     Serve DIR at WIP_MAILER_ARCHIVE_URL: the email's "view in browser" link points there.
+    With --reports, the reports go to DIR/reports-<key-derived name>/ (printed), linked from nowhere.
 
     Example: wip-mailer archive build public/archive
     """
@@ -111,3 +115,9 @@ def archive_build(app: App, out_dir: Path, include_unsent: bool) -> None:
     if build.removed:
         click.echo(f"Removed the pages of {len(build.removed)} edition(s) no longer published: "
                    f"{', '.join(build.removed)}.")
+    if with_reports:
+        from wip_mailer.reports import write_reports
+
+        reports = write_reports(app.engine, app.settings, out_dir)
+        click.echo(f"Wrote {len(reports.written)} report page(s) in {reports.folder} (not linked from the "
+                   "archive; keep the folder name private).")

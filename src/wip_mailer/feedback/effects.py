@@ -140,7 +140,8 @@ def _apply(session: Session, settings: Settings, classified: Classified, targets
             record_complaint(session, target.email, delivery_id=target.delivery_id, diagnostic=diagnostic)
             done.append("complaint: unsubscribed from every list and suppressed")
         elif kind is InboundKind.UNSUBSCRIBE and target.subscriber_id is not None:
-            left = unsubscribe(session, target.subscriber_id, target.list_id, source=MAILTO_SOURCE)
+            left = unsubscribe(session, target.subscriber_id, target.list_id, source=MAILTO_SOURCE,
+                               campaign_id=target.campaign_id)
             done.append("unsubscribed" if left else "already unsubscribed")
     return "; ".join(dict.fromkeys(done))[:300]
 
