@@ -56,8 +56,6 @@ def count_if(condition: ColumnElement[bool]) -> ColumnElement[int]:
 
 
 def relay_column(settings_relay: str) -> ColumnElement[str]:
-    """The relay a delivery went through: its ``relay`` column where the ledger has one,
-    otherwise the single configured relay for every row (the same query either way)."""
-    if "relay" in DELIVERY.c:
-        return sa.func.coalesce(DELIVERY.c.relay, sa.literal(settings_relay))
-    return sa.literal(settings_relay)
+    """The relay a delivery went through: its ``relay`` column, or the single configured
+    relay for rows that name none (sent before relays were recorded, or not sent)."""
+    return sa.func.coalesce(DELIVERY.c.relay, sa.literal(settings_relay))
