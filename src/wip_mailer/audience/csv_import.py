@@ -7,8 +7,7 @@ quote that would swallow the rows after it, a suppressed or unsubscribed address
 stops the import: it is reported with its line number and reason and written to the
 rejects file, and every good row is imported. Importing the same file again changes
 nothing. Rows are processed in chunks with bulk statements inside one transaction, and
-the file is streamed, so memory is bounded by a chunk, not by the file; a large file is
-read by a second process while this one writes (``read_ahead``).
+the file is streamed, so memory is bounded by a chunk, not by the file.
 """
 
 from __future__ import annotations
@@ -38,7 +37,6 @@ from wip_mailer.audience.csv_rows import (
 from wip_mailer.audience.formats import OWN, open_export
 from wip_mailer.audience.formats.mailchimp import unpack_export
 from wip_mailer.audience.lists import get_list
-from wip_mailer.audience.read_ahead import read_ahead
 from wip_mailer.audience.suppression import email_hash
 from wip_mailer.db import BULK_CHUNK, group_by_keys, insert_many, utcnow
 from wip_mailer.errors import InvalidInputError
@@ -405,7 +403,7 @@ def _import_file(writer: _ChunkWriter, settings: Settings, report: ImportReport,
                                     else f"import:{file.format}"))[:200]
         writer.report, writer.source = report, report.source
         chunk: list[SubscriberRow] = []
-        for row in read_ahead(file.rows(), total):
+        for row in file.rows():
             report.rows += 1
             if isinstance(row, Rejection):
                 report.rejected.append(row)
