@@ -73,13 +73,6 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 
 
 @pytest.fixture
-def engine(settings: Settings) -> Iterator[Engine]:
-    engine = db.create_database(settings.database_url)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
 def member(engine: Engine) -> tuple[int, int, int]:
     return _members(engine)
 

@@ -329,7 +329,7 @@ def _run(engine: Engine, settings: Settings, campaign_id: int, lease: Lease,
         list_ids = campaign.audience.get("list_ids", [])
         rendered = RenderedEdition(campaign.subject, campaign.body_html, campaign.body_text)
         names = {lst.id: lst.name for lst in session.exec(select_lists(list_ids)).all()}
-        done = _done(ledger.state_counts(session, campaign_id))
+        done = settled_count(ledger.state_counts(session, campaign_id))
     template = MessageTemplate(settings, rendered, campaign_id=campaign_id, list_names=names)
     journal = Journal(Path(settings.journal_dir), campaign_id, lease.token)
     if progress is not None:
@@ -373,11 +373,11 @@ def _finish(engine: Engine, campaign_id: int, lease: Lease, outcome: RunOutcome 
         status = CampaignStatus.SENDING  # not ours any more: its new owner carries on
     elif outcome is not None and outcome.error is None and not outcome.interrupted and unfinished == 0:
         status = CampaignStatus.FINISHED
-    summary = _summary(campaign_id, counts, status, notes)
+    summary = make_summary(campaign_id, counts, status, notes)
 
     if outcome is not None and outcome.stopped_by:
         notes.append(f"Paused by `wip-mailer campaigns {outcome.stopped_by}` from another process.")
-        summary = _summary(campaign_id, counts, status, notes)
+        summary = make_summary(campaign_id, counts, status, notes)
 
     def store(connection: sa.Connection) -> None:
         values: dict[str, Any] = {"status": status, "summary": summary.as_dict(), "stop_request": None}
@@ -422,12 +422,13 @@ def select_lists(list_ids: list[int]) -> Any:
     return select(MailingList).where(col(MailingList.id).in_(list_ids))
 
 
-def _done(counts: Mapping[str, int]) -> int:
+def settled_count(counts: Mapping[str, int]) -> int:
+    """Deliveries with a final outcome (what a progress bar counts as done)."""
     return counts["sent"] + counts["failed"] + counts["skipped"] + counts["in_doubt"]
 
 
-def _summary(campaign_id: int, counts: Mapping[str, int], status: CampaignStatus, notes: list[str]
-             ) -> CampaignSummary:
+def make_summary(campaign_id: int, counts: Mapping[str, int], status: CampaignStatus, notes: list[str]
+                 ) -> CampaignSummary:
     return CampaignSummary(
         campaign_id=campaign_id, recipients=sum(counts.values()), sent=counts["sent"],
         deferred=counts["deferred"], failed=counts["failed"], skipped=counts["skipped"],

@@ -38,7 +38,7 @@ from sqlalchemy import Engine
 
 from wip_mailer.db import session_scope, utcnow
 from wip_mailer.dispatch import ledger
-from wip_mailer.dispatch.campaign import Progress, _done, _summary, campaign_lease, select_lists
+from wip_mailer.dispatch.campaign import Progress, campaign_lease, make_summary, select_lists, settled_count
 from wip_mailer.dispatch.journal import Journal
 from wip_mailer.dispatch.ratelimit import Pacer
 from wip_mailer.dispatch.relays import relay_pool, sender_factory
@@ -263,7 +263,7 @@ class Worker:
         stored: list[int] = []
 
         def store(connection: sa.Connection) -> None:
-            summary = _summary(campaign_id, counts, CampaignStatus.FINISHED, [])
+            summary = make_summary(campaign_id, counts, CampaignStatus.FINISHED, [])
             stored.append(connection.execute(
                 sa.update(CAMPAIGN).where(CAMPAIGN.c.id == campaign_id,
                                           CAMPAIGN.c.status == CampaignStatus.SENDING)
@@ -328,12 +328,12 @@ def run_local_workers(engine: Engine, settings: Settings, campaign_id: int, work
                                               stdout=subprocess.DEVNULL, start_new_session=True))
         if progress is not None:
             with engine.connect() as connection:
-                progress.start(total, _done(ledger.state_counts(connection, campaign_id)))
+                progress.start(total, settled_count(ledger.state_counts(connection, campaign_id)))
         while any(process.poll() is None for process in processes):
             time.sleep(0.2)
             if progress is not None:
                 with engine.connect() as connection:
-                    progress.update(_done(ledger.state_counts(connection, campaign_id)))
+                    progress.update(settled_count(ledger.state_counts(connection, campaign_id)))
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -359,5 +359,5 @@ def run_local_workers(engine: Engine, settings: Settings, campaign_id: int, work
     if status == CampaignStatus.CANCELLED:
         notes.append(f"Campaign {campaign_id} was cancelled meanwhile.")
         status = CampaignStatus.PAUSED  # what a summary can say: not finished, not being sent
-    return _summary(campaign_id, counts, CampaignStatus(status), notes)
+    return make_summary(campaign_id, counts, CampaignStatus(status), notes)
 
