@@ -34,6 +34,7 @@ from wip_mailer.models import (
     ScheduleStatus,
     Section,
 )
+from wip_mailer.overview import order_items
 from wip_mailer.text.dates import DateSpan, parse_date_label
 from wip_mailer.text.markdown import extract_links
 
@@ -70,8 +71,6 @@ def get_edition(session: Session, slug: str) -> Edition:
     return edition
 
 
-def list_editions(session: Session) -> list[Edition]:
-    return list(session.exec(select(Edition).order_by(col(Edition.slug).desc())))
 
 
 def create_edition(
@@ -297,27 +296,8 @@ def edition_of(session: Session, item: Item) -> Edition:
     return edition
 
 
-def order_items(items: Iterable[Item]) -> list[Item]:
-    """The editor's order: positioned items by position; each item without a position
-    goes in before the first positioned item that starts later (no start date: last)."""
-    items = list(items)
-    placed = sorted((i for i in items if i.position is not None), key=lambda i: (i.position, i.id or 0))
-    loose = sorted(
-        (i for i in items if i.position is None),
-        key=lambda i: (_sort_day(i) is None, _sort_day(i) or date.min, i.id or 0),
-    )
-    ordered: list[Item] = []
-    for item in placed:
-        while loose and (day := _sort_day(loose[0])) is not None and (
-            (other := _sort_day(item)) is not None and day < other
-        ):
-            ordered.append(loose.pop(0))
-        ordered.append(item)
-    return ordered + loose
 
 
-def _sort_day(item: Item) -> date | None:
-    return item.start_date or item.end_date
 
 
 def items_by_section(
@@ -527,12 +507,6 @@ def _place(session: Session, edition: Edition, item: Item, section: Section, pos
 
 # --- summaries for the CLI and the web -------------------------------------------------------
 
-def item_counts(session: Session, edition: Edition) -> dict[str, int]:
-    """How many items the edition has in each status (every status present, maybe 0)."""
-    counts = {status.value: 0 for status in ItemStatus}
-    for status in session.exec(select(Item.status).where(Item.edition_id == _id(edition))):
-        counts[status] = counts.get(status, 0) + 1
-    return counts
 
 
 def section_name(session: Session, item: Item) -> str:
@@ -540,25 +514,4 @@ def section_name(session: Session, item: Item) -> str:
     return section.name if section else ""
 
 
-def item_summary(item: Item, section: str) -> dict[str, object]:
-    return {
-        "id": item.id, "title": item.title, "date_label": item.date_label,
-        "start": item.start_date, "end": item.end_date, "section": section,
-        "position": item.position, "status": item.status,
-    }
 
-
-def edition_summary(session: Session, edition: Edition) -> dict[str, object]:
-    grouped = items_by_section(session, edition)
-    return {
-        "slug": edition.slug, "title": edition.title, "language": edition.language,
-        "period_start": edition.period_start, "period_end": edition.period_end,
-        "status": edition.status, "subject": edition.subject, "items": item_counts(session, edition),
-        "sections": [
-            {"name": s.name, "position": s.position, "items": len(items),
-             "approved": sum(1 for i in items if i.status == ItemStatus.APPROVED),
-             "intro_md": s.intro_md}
-            for s, items in grouped
-        ],
-        "meta": dict(edition.meta or {}),
-    }

@@ -8,7 +8,6 @@ Timestamps are timezone-aware UTC in Python (see ``db.UTCDateTime``).
 from __future__ import annotations
 
 from datetime import date, datetime
-from enum import StrEnum
 from typing import Any
 
 from pydantic import ConfigDict
@@ -16,6 +15,22 @@ from sqlalchemy import JSON, Column, Float, Index, LargeBinary, Table, Unicode, 
 from sqlmodel import Field, SQLModel
 
 from wip_mailer.db import UTCDateTime, utcnow
+from wip_mailer.statuses import (
+    CampaignStatus,
+    DeliveryState,
+    EditionStatus,
+    InboundKind,
+    ItemStatus,
+    MembershipStatus,
+    ScheduleKind,
+    ScheduleStatus,
+    SubscriberStatus,
+)
+
+__all__ = [  # the states live in statuses.py (no SQLAlchemy); named here too, as before
+    "CampaignStatus", "DeliveryState", "EditionStatus", "InboundKind", "ItemStatus", "MembershipStatus",
+    "ScheduleKind", "ScheduleStatus", "SubscriberStatus",
+]
 
 
 def _utc(nullable: bool = True, index: bool = False) -> Any:
@@ -38,20 +53,6 @@ class _Table(SQLModel):
 
 
 # --- editorial ---------------------------------------------------------------------------
-
-class EditionStatus(StrEnum):
-    DRAFT = "draft"
-    READY = "ready"
-    SCHEDULED = "scheduled"
-    SENDING = "sending"
-    SENT = "sent"
-
-
-class ItemStatus(StrEnum):
-    DRAFT = "draft"
-    APPROVED = "approved"
-    REJECTED = "rejected"
-
 
 class Edition(_Table, table=True):
     id: int | None = Field(default=None, primary_key=True)
@@ -100,20 +101,6 @@ class Item(_Table, table=True):
 
 
 # --- audience ----------------------------------------------------------------------------
-
-class SubscriberStatus(StrEnum):
-    PENDING = "pending"
-    ACTIVE = "active"
-    UNSUBSCRIBED = "unsubscribed"
-    BOUNCED = "bounced"
-    COMPLAINED = "complained"
-
-
-class MembershipStatus(StrEnum):
-    PENDING = "pending"
-    ACTIVE = "active"
-    UNSUBSCRIBED = "unsubscribed"
-
 
 class Subscriber(_Table, table=True):
     id: int | None = Field(default=None, primary_key=True)
@@ -185,23 +172,6 @@ class Suppression(_Table, table=True):
 
 
 # --- dispatch ----------------------------------------------------------------------------
-
-class CampaignStatus(StrEnum):
-    SENDING = "sending"
-    PAUSED = "paused"
-    FINISHED = "finished"
-    CANCELLED = "cancelled"
-
-
-class DeliveryState(StrEnum):
-    QUEUED = "queued"
-    SENDING = "sending"  # claimed by a running sender; recovered by the next resume after a crash
-    SENT = "sent"
-    DEFERRED = "deferred"
-    FAILED = "failed"
-    SKIPPED = "skipped"  # unsubscribed or suppressed after the campaign froze its recipients
-    IN_DOUBT = "in_doubt"  # handed to the server, no reply seen (crash or timeout): not resent by default
-
 
 # At most one unfinished campaign per edition: a second `send` cannot start beside one.
 _ACTIVE_CAMPAIGN = "status IN ('sending', 'paused')"
@@ -282,16 +252,6 @@ class BounceEvent(_Table, table=True):
     received_at: datetime = _created()
 
 
-class InboundKind(StrEnum):
-    HARD = "hard"
-    SOFT = "soft"
-    DELAY = "delay"
-    COMPLAINT = "complaint"
-    UNSUBSCRIBE = "unsubscribe"
-    AUTO_REPLY = "auto-reply"
-    NOT_A_BOUNCE = "not-a-bounce"
-
-
 class InboundMessage(_Table, table=True):
     """A message that came back to the bounce address, processed once (feedback stage).
 
@@ -319,21 +279,6 @@ class InboundMessage(_Table, table=True):
 
 
 # --- schedule ----------------------------------------------------------------------------
-
-class ScheduleKind(StrEnum):
-    SEND = "send"  # send the edition (the same path as `wip-mailer send`)
-    CHECK = "check"  # run the pre-flight check and record its verdict
-    REMINDER = "reminder"  # email the editors a reminder about the edition
-
-
-class ScheduleStatus(StrEnum):
-    SCHEDULED = "scheduled"  # waiting for its time (a recurring job returns here after each run)
-    RUNNING = "running"  # claimed by a scheduler; never claimed twice
-    DONE = "done"
-    FAILED = "failed"
-    MISSED = "missed"  # its time passed beyond the grace window while no scheduler ran
-    CANCELLED = "cancelled"
-
 
 class ScheduledJob(_Table, table=True):
     """What editors scheduled, and what became of it: the record `schedule list` shows.

@@ -21,16 +21,6 @@ from wip_mailer.fields import check_single_line
 from wip_mailer.models import Item, Section
 
 
-def list_sections(session: Session, slug: str) -> list[dict[str, object]]:
-    """Each section in order with its item counts."""
-    edition = get_edition(session, slug)
-    counts: dict[int, int] = {}
-    for section_id in session.exec(select(Item.section_id).where(Item.edition_id == edition.id)):
-        counts[section_id] = counts.get(section_id, 0) + 1
-    return [{"name": s.name, "position": s.position, "items": counts.get(s.id or 0, 0),
-             "intro": bool(s.intro_md)} for s in sections_of(session, edition)]
-
-
 def add_section(session: Session, slug: str, name: str, *, after: str | None = None) -> Section:
     """A new empty section, after the section ``after`` (default: last)."""
     edition = get_edition(session, slug)

@@ -15,7 +15,6 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
@@ -58,39 +57,12 @@ def create_list(session: Session, name: str, *, description: str = "", language:
     return mailing_list
 
 
-def member_counts(session: Session, list_id: int | None = None) -> dict[int, dict[str, int]]:
-    """{list id: {membership status: count}}."""
-    query = sa.select(col(Membership.list_id), col(Membership.status), sa.func.count()).group_by(
-        col(Membership.list_id), col(Membership.status))
-    if list_id is not None:
-        query = query.where(col(Membership.list_id) == list_id)
-    counts: dict[int, dict[str, int]] = {}
-    for lid, status, count in session.execute(query):
-        counts.setdefault(lid, {})[status] = count
-    return counts
 
 
-def describe_list(mailing_list: MailingList, counts: dict[str, int]) -> dict[str, Any]:
-    return {
-        "name": mailing_list.name,
-        "description": mailing_list.description,
-        "language": mailing_list.language,
-        "double_opt_in": mailing_list.double_opt_in,
-        "public": mailing_list.public,
-        "members": {s: counts.get(s, 0) for s in ("active", "pending", "unsubscribed")},
-        "created_at": mailing_list.created_at,
-    }
 
 
-def list_summaries(session: Session) -> list[dict[str, Any]]:
-    counts = member_counts(session)
-    lists = session.exec(select(MailingList).order_by(col(MailingList.name))).all()
-    return [describe_list(lst, counts.get(lst.id or 0, {})) for lst in lists]
 
 
-def show_list(session: Session, name: str) -> dict[str, Any]:
-    mailing_list = get_list(session, name)
-    return describe_list(mailing_list, member_counts(session, mailing_list.id).get(mailing_list.id or 0, {}))
 
 
 def rename_list(session: Session, old: str, new: str) -> None:

@@ -10,14 +10,20 @@ from __future__ import annotations
 import getpass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from wip_mailer import db, editorial, sections
-from wip_mailer.cli.common import App, confirm_or_abort, echo_json, json_option, pass_app
-from wip_mailer.models import EditionStatus, Item, ItemStatus
-from wip_mailer.text import markdown_to_html
+from wip_mailer import db, overview
+from wip_mailer.cli.common import App, confirm_or_abort, echo_json, json_option, lazy_module, pass_app
+from wip_mailer.statuses import EditionStatus, ItemStatus
+
+if TYPE_CHECKING:
+    from wip_mailer import editorial, sections
+    from wip_mailer.models import Item
+else:  # the ORM, loaded when a command first uses it: the list and show commands read with overview
+    editorial = lazy_module("wip_mailer.editorial")
+    sections = lazy_module("wip_mailer.sections")
 
 
 def _default_editor() -> str:
@@ -100,13 +106,8 @@ def editions_list(app: App, as_json: bool) -> None:
 
     Example: wip-mailer editions list
     """
-    with db.session_scope(app.engine) as session:
-        rows = []
-        for edition in editorial.list_editions(session):
-            counts = editorial.item_counts(session, edition)
-            rows.append({"slug": edition.slug, "title": edition.title, "status": edition.status,
-                         "period_start": edition.period_start, "period_end": edition.period_end,
-                         "items": sum(counts.values()), "approved": counts[ItemStatus.APPROVED]})
+    with app.engine.connect() as connection:
+        rows = overview.editions(connection)
     if as_json:
         echo_json(rows)
         return
@@ -126,12 +127,12 @@ def editions_show(app: App, slug: str, as_json: bool) -> None:
 
     Example: wip-mailer editions show 2024-01
     """
-    with db.session_scope(app.engine) as session:
-        summary = editorial.edition_summary(session, editorial.get_edition(session, slug))
+    with app.engine.connect() as connection:
+        summary = overview.edition_summary(connection, slug)
     if as_json:
         echo_json(summary)
         return
-    counts: dict[str, int] = summary["items"]  # type: ignore[assignment]
+    counts: dict[str, int] = summary["items"]
     click.echo(f"Edition {summary['slug']}: {summary['title']} [{summary['status']}]")
     if summary["period_start"]:
         click.echo(f"Period: {summary['period_start']} to {summary['period_end']}")
@@ -139,7 +140,7 @@ def editions_show(app: App, slug: str, as_json: bool) -> None:
     left_out = counts[ItemStatus.DRAFT] + counts[ItemStatus.REJECTED]
     click.echo(f"Items: {counts[ItemStatus.APPROVED]} approved, {counts[ItemStatus.DRAFT]} draft, "
                f"{counts[ItemStatus.REJECTED]} rejected ({left_out} would be left out)")
-    for section in summary["sections"]:  # type: ignore[attr-defined]
+    for section in summary["sections"]:
         intro = ", with text" if section["intro_md"] else ""
         click.echo(f"  {section['position']}. {section['name']}: {section['items']} items, "
                    f"{section['approved']} approved{intro}")
@@ -178,9 +179,8 @@ def editions_delete(app: App, slug: str, yes: bool) -> None:
 
     Example: wip-mailer editions delete 2024-01 --yes
     """
-    with db.session_scope(app.engine) as session:
-        edition = editorial.get_edition(session, slug)  # an unknown slug fails before the question
-        count = sum(editorial.item_counts(session, edition).values())
+    with app.engine.connect() as connection:  # an unknown slug fails before the question
+        count = sum(overview.edition_summary(connection, slug)["items"].values())
     confirm_or_abort(f"Delete edition {slug} and its {count} item(s)?", yes)
     with db.session_scope(app.engine) as session:
         removed = editorial.delete_edition(session, slug)
@@ -223,14 +223,14 @@ def items_group() -> None:
 @click.option("--body", help="The text, in Markdown.")
 @click.option("--body-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Read the Markdown text from this file.")
-@click.option("--section", default=editorial.DEFAULT_SECTIONS[0], show_default=True,
-              help="One of the edition's sections (`wip-mailer sections list`).")
+@click.option("--section", help="One of the edition's sections (`wip-mailer sections list`); "
+              "default: Top News.")
 @click.option("--position", type=int, help="Place in the section (1 = first); default: by start date.")
 @click.option("--image-url", help="An image to show with the item (https URL).")
 @click.option("--image-alt", help="The image's alt text.")
 @pass_app
 def items_add(app: App, slug: str, title: str, date_label: str | None, body: str | None,
-              body_file: Path | None, section: str, position: int | None, image_url: str | None,
+              body_file: Path | None, section: str | None, position: int | None, image_url: str | None,
               image_alt: str | None) -> None:
     """Add a draft item to an edition.
 
@@ -240,7 +240,8 @@ def items_add(app: App, slug: str, title: str, date_label: str | None, body: str
     with db.session_scope(app.engine) as session:
         change = editorial.add_item(
             session, slug, title=title, date_label=date_label, body_md=_body(body, body_file) or "",
-            section=section, position=position, image_url=image_url, image_alt=image_alt,
+            section=section or editorial.DEFAULT_SECTIONS[0], position=position, image_url=image_url,
+            image_alt=image_alt,
             new_section=False,  # a mistyped section is an error, not a new section
         )
         where = editorial.section_name(session, change.item)
@@ -299,21 +300,16 @@ def items_list(app: App, slug: str, status: str | None, as_json: bool) -> None:
 
     Example: wip-mailer items list --edition 2024-01 --json
     """
-    with db.session_scope(app.engine) as session:
-        edition = editorial.get_edition(session, slug)
-        rows = [
-            (section.name, item)
-            for section, items in editorial.items_by_section(session, edition, [status] if status else None)
-            for item in items
-        ]
+    with app.engine.connect() as connection:
+        rows = overview.edition_items(connection, slug, [status] if status else None)
     if as_json:
-        echo_json([editorial.item_summary(item, name) for name, item in rows])
+        echo_json(rows)
         return
     if not rows:
         click.echo(f"Edition '{slug}' has no {status + ' ' if status else ''}items.")
-    for name, item in rows:
-        label = f" [{item.date_label}]" if item.date_label else ""
-        click.echo(f"{item.id:>5}  {item.status:<8}  {name}: {item.title}{label}")
+    for row in rows:
+        label = f" [{row['date_label']}]" if row["date_label"] else ""
+        click.echo(f"{row['id']:>5}  {row['status']:<8}  {row['section']}: {row['title']}{label}")
 
 
 @items_group.command("show")
@@ -325,9 +321,11 @@ def items_show(app: App, item_id: int, as_json: bool) -> None:
 
     Example: wip-mailer items show 12 --json
     """
+    from wip_mailer.text import markdown_to_html
+
     with db.session_scope(app.engine) as session:
         item = editorial.get_item(session, item_id)
-        data = editorial.item_summary(item, editorial.section_name(session, item))
+        data = overview.item_summary(item, editorial.section_name(session, item))
         data.update({
             "edition": editorial.edition_of(session, item).slug,
             "status_by": item.status_by, "status_at": item.status_at,
@@ -426,8 +424,8 @@ def sections_list(app: App, slug: str, as_json: bool) -> None:
 
     Example: wip-mailer sections list --edition 2024-01
     """
-    with db.session_scope(app.engine) as session:
-        rows = sections.list_sections(session, slug)
+    with app.engine.connect() as connection:
+        rows = overview.section_summaries(connection, slug)
     if as_json:
         echo_json(rows)
         return
