@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import os
+import shutil
 import socket
+import subprocess
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -137,3 +140,15 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
     yield attempts
+
+
+@pytest.fixture
+def dkim_key(tmp_path: Path) -> tuple[Path, bytes]:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test DKIM key")
+    key = tmp_path / "dkim.pem"
+    subprocess.run(["openssl", "genrsa", "-traditional", "-out", str(key), "2048"], check=True,
+                   capture_output=True)
+    der = subprocess.run(["openssl", "rsa", "-in", str(key), "-pubout", "-outform", "DER"], check=True,
+                         capture_output=True).stdout
+    return key, b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import base64
 import html
 import random
-import shutil
-import subprocess
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default
@@ -189,18 +186,6 @@ def test_a_segment_never_ends_with_a_line_over_76() -> None:
         encoded = qp_segment("x" * length, last=False)
         assert all(len(line) <= 76 for line in encoded.split(b"\r\n"))
         assert encoded.endswith(b"=\r\n")
-
-
-@pytest.fixture
-def dkim_key(tmp_path: Path) -> tuple[Path, bytes]:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is needed to make a test DKIM key")
-    key = tmp_path / "dkim.pem"
-    subprocess.run(["openssl", "genrsa", "-traditional", "-out", str(key), "2048"], check=True,
-                   capture_output=True)
-    der = subprocess.run(["openssl", "rsa", "-in", str(key), "-pubout", "-outform", "DER"], check=True,
-                         capture_output=True).stdout
-    return key, b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)
 
 
 def dns_returning(record: bytes, name: bytes = b"wip._domainkey.torino.example.org."):

@@ -2,6 +2,7 @@ from email.message import EmailMessage
 
 import pytest
 
+from tests.test_personalise import dns_returning
 from wip_mailer.errors import DeliveryError
 from wip_mailer.settings import load_settings
 from wip_mailer.transport import send_single
@@ -82,3 +83,25 @@ def test_a_malformed_helo_name_is_refused() -> None:
         _settings(25, WIP_MAILER_SMTP_HELO_NAME="bad name")
     with pytest.raises(SettingsError, match="WIP_MAILER_SMTP_HELO_NAME contains a line break"):
         _settings(25, WIP_MAILER_SMTP_HELO_NAME="mail.example.org\r\nMAIL FROM")
+
+
+def test_confirmation_emails_are_dkim_signed_like_the_newsletter(smtp_server, dkim_key) -> None:
+    """A confirmation email is judged by the receiver like any other: with a key set, both the
+    one-message path and the shared-connection path sign it, and the signature verifies."""
+    import dkim
+
+    from wip_mailer.audience.confirmation import ConfirmationRequest, send_confirmations
+
+    key, record = dkim_key
+    settings = _settings(smtp_server.port, WIP_MAILER_DKIM_KEY_FILE=str(key), WIP_MAILER_DKIM_SELECTOR="wip",
+                         WIP_MAILER_DKIM_DOMAIN="torino.example.org",
+                         WIP_MAILER_SECRET_KEY="transport-test-secret-0123456789abcdef")
+    requests = [ConfirmationRequest(n, 1, f"persona{n}@example.net", f"Persona {n}", "it", "stampa", "")
+                for n in (1, 2, 3)]
+    assert send_confirmations(settings, requests[:1]) == 1
+    assert send_confirmations(settings, requests[1:]) == 2
+    received = smtp_server.messages
+    assert [m.rcpt_tos for m in received] == [[r.email] for r in requests]
+    for message in received:
+        assert message.data.startswith(b"DKIM-Signature:")
+        assert dkim.verify(message.data, dnsfunc=dns_returning(record))

@@ -33,9 +33,8 @@ from datetime import UTC, datetime
 from email.header import Header
 from email.utils import format_datetime, formataddr, parseaddr
 from functools import lru_cache
-from pathlib import Path
 
-from wip_mailer.errors import InvalidInputError, SettingsError
+from wip_mailer.errors import InvalidInputError
 from wip_mailer.fields import UNSAFE_IN_ADDRESS, check_single_line
 from wip_mailer.render import (
     PREFERENCES_URL_PLACEHOLDER,
@@ -44,21 +43,11 @@ from wip_mailer.render import (
 )
 from wip_mailer.settings import Settings
 from wip_mailer.tokens import Purpose, token_maker
+from wip_mailer.transport import DkimSigner
 
 CRLF = b"\r\n"
 SOFT_BREAK = b"=\r\n"
 QP_LINE = 76  # RFC 2045: encoded lines at most 76 characters, the soft-break "=" included
-# Headers the DKIM signature covers (RFC 8058 §4 asks for the List-Unsubscribe pair).
-DKIM_HEADERS = (
-    b"From", b"To", b"Subject", b"Date", b"Message-ID", b"List-Id",
-    b"List-Unsubscribe", b"List-Unsubscribe-Post", b"Reply-To", b"MIME-Version", b"Content-Type",
-)
-# Oversigned (RFC 6376 §8.15): named once more than they occur, so a second copy added
-# above the signature (a forged Subject:, another List-Unsubscribe:) breaks it. Reply-To is
-# oversigned too: signed when present, and its absence is signed when it is not.
-DKIM_OVERSIGNED = (
-    b"From", b"To", b"Subject", b"Date", b"List-Unsubscribe", b"List-Unsubscribe-Post", b"Reply-To",
-)
 _URL_SAFE = re.compile(r"[!-~]+")  # printable ASCII, no spaces: survives QP and headers untouched
 
 
@@ -325,37 +314,6 @@ def dot_stuff(data: bytes) -> bytes:
     """SMTP transparency (RFC 5321 §4.5.2) for data that begins at the start of a line."""
     stuffed = data.replace(b"\r\n.", b"\r\n..")
     return b"." + stuffed if stuffed.startswith(b".") else stuffed
-
-
-# --- DKIM ----------------------------------------------------------------------------------
-
-class DkimSigner:
-    """Signs finished messages with the configured key (dkimpy, relaxed/relaxed)."""
-
-    def __init__(self, settings: Settings):
-        if not (settings.dkim_selector and settings.dkim_domain):
-            raise SettingsError(
-                "WIP_MAILER_DKIM_KEY_FILE is set, so WIP_MAILER_DKIM_SELECTOR and "
-                "WIP_MAILER_DKIM_DOMAIN must be set too."
-            )
-        try:
-            self.key = Path(settings.dkim_key_file).read_bytes()
-        except OSError as exc:
-            raise SettingsError(
-                f"WIP_MAILER_DKIM_KEY_FILE {settings.dkim_key_file} cannot be read: {exc.strerror}."
-            ) from None
-        self.selector = settings.dkim_selector.encode("ascii")
-        self.domain = settings.dkim_domain.encode("ascii")
-
-    def signature(self, message: bytes) -> bytes:
-        import dkim
-
-        try:
-            return bytes(dkim.sign(message, self.selector, self.domain, self.key,
-                                   canonicalize=(b"relaxed", b"relaxed"),
-                                   include_headers=[*DKIM_HEADERS, *DKIM_OVERSIGNED]))
-        except dkim.KeyFormatError:
-            raise SettingsError("WIP_MAILER_DKIM_KEY_FILE does not hold a PEM private key.") from None
 
 
 # --- the template --------------------------------------------------------------------------

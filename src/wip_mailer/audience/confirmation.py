@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.policy import SMTP as SMTP_POLICY
 from email.utils import format_datetime, make_msgid
 
 from jinja2 import TemplateError
@@ -80,13 +79,14 @@ def send_confirmations(settings: Settings, requests: Sequence[ConfirmationReques
         transport.send_single(settings, confirmation_message(settings, requests[0]))
         return 1
     envelope_from = settings.bounce_address or settings.sender_address
+    signer = transport.DkimSigner(settings) if settings.dkim_enabled else None
     client = transport.connect(settings)
     sent = 0
     try:
         for request in requests:
-            message = confirmation_message(settings, request)
+            data = transport.wire_bytes(settings, confirmation_message(settings, request), signer)
             try:
-                client.sendmail(envelope_from, [request.email], message.as_bytes(policy=SMTP_POLICY))
+                client.sendmail(envelope_from, [request.email], data)
             except smtplib.SMTPRecipientsRefused:
                 continue  # this address is refused; the others still get theirs
             sent += 1
