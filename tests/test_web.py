@@ -22,11 +22,12 @@ from sqlalchemy import Engine
 from sqlmodel import select
 
 from tests.smtp_server import SmtpTestServer, free_port
+from tests.web_helpers import membership_status, path_of
 from wip_mailer import db
 from wip_mailer.audience import preferences_url, select_recipients, selfservice, unsubscribe_url
 from wip_mailer.audience.consent import Actor, join_list
 from wip_mailer.audience.lists import create_list
-from wip_mailer.models import ConsentEvent, MailingList, Membership, Subscriber
+from wip_mailer.models import ConsentEvent, MailingList, Subscriber
 from wip_mailer.settings import Settings, load_settings
 from wip_mailer.tokens import InvalidTokenError, Purpose, make_token
 from wip_mailer.web import create_app
@@ -79,37 +80,26 @@ def member(engine: Engine) -> tuple[int, int, int]:
         return subscriber.id, stampa.id, partner.id
 
 
-def _membership(engine: Engine, subscriber_id: int, list_id: int) -> str | None:
-    with db.session_scope(engine) as session:
-        return session.exec(select(Membership.status).where(
-            Membership.subscriber_id == subscriber_id, Membership.list_id == list_id)).first()
-
-
 def _events(engine: Engine) -> list[ConsentEvent]:
     with db.session_scope(engine) as session:
         return list(session.exec(select(ConsentEvent).order_by(ConsentEvent.id)).all())
 
 
-def _path(url: str, base: str) -> str:
-    assert url.startswith(base)
-    return url[len(base):]
-
-
 def test_get_shows_a_page_and_changes_nothing(site, settings, engine, member) -> None:
     subscriber_id, stampa_id, _ = member
     events_before = len(_events(engine))
-    response = site.client.get(_path(unsubscribe_url(settings, subscriber_id, stampa_id), site.base))
+    response = site.client.get(path_of(unsubscribe_url(settings, subscriber_id, stampa_id), site.base))
     assert response.status_code == 200
     assert "lettore@example.org" in response.text
     assert "Sì, cancellami" in response.text and "Yes, unsubscribe me" in response.text
     assert response.headers["referrer-policy"] == "no-referrer"
-    assert _membership(engine, subscriber_id, stampa_id) == "active"
+    assert membership_status(engine, subscriber_id, stampa_id) == "active"
     assert len(_events(engine)) == events_before
 
 
 def test_one_click_post_unsubscribes_at_once(site, settings, engine, member, cli) -> None:
     subscriber_id, stampa_id, _ = member
-    path = _path(unsubscribe_url(settings, subscriber_id, stampa_id), site.base)
+    path = path_of(unsubscribe_url(settings, subscriber_id, stampa_id), site.base)
     response = site.client.post(path, data={"List-Unsubscribe": "One-Click"})  # urlencoded, no cookie
     assert response.status_code == 200
     assert "location" not in response.headers
@@ -133,19 +123,19 @@ def test_one_click_post_unsubscribes_at_once(site, settings, engine, member, cli
 
 def test_multipart_post_and_the_page_form(site, settings, engine, member) -> None:
     subscriber_id, stampa_id, partner_id = member
-    path = _path(unsubscribe_url(settings, subscriber_id, stampa_id), site.base)
+    path = path_of(unsubscribe_url(settings, subscriber_id, stampa_id), site.base)
     response = site.client.post(path, files={"List-Unsubscribe": (None, "One-Click")})
     assert response.request.headers["content-type"].startswith("multipart/form-data")
     assert response.status_code == 200
-    assert _membership(engine, subscriber_id, stampa_id) == "unsubscribed"
+    assert membership_status(engine, subscriber_id, stampa_id) == "unsubscribed"
 
     # The confirmation form on the GET page posts to the same URL.
-    other = _path(unsubscribe_url(settings, subscriber_id, partner_id), site.base)
+    other = path_of(unsubscribe_url(settings, subscriber_id, partner_id), site.base)
     page = site.client.get(other).text
     action = re.search(r'<form method="post" action="([^"]+)"', page)
     assert action is not None and action.group(1) == site.base + other
     assert site.client.post(other, data={"confirm": "yes"}).status_code == 200
-    assert _membership(engine, subscriber_id, partner_id) == "unsubscribed"
+    assert membership_status(engine, subscriber_id, partner_id) == "unsubscribed"
     assert _events(engine)[-1].source == "unsubscribe page"
     with db.session_scope(engine) as session:
         assert session.get(Subscriber, subscriber_id).status == "unsubscribed"  # type: ignore[union-attr]
@@ -174,7 +164,7 @@ def test_every_single_character_change_is_refused(settings, engine, member) -> N
 
 def test_tampered_wrong_purpose_and_unknown_tokens_change_nothing(site, settings, engine, member) -> None:
     subscriber_id, stampa_id, _ = member
-    path = _path(unsubscribe_url(settings, subscriber_id, stampa_id), site.base)
+    path = path_of(unsubscribe_url(settings, subscriber_id, stampa_id), site.base)
     signature_start = path.rindex(".") + 1
     tampered = _changed(path, len("/u/") + 1)  # in the payload (the ids)
     signature_changed = _changed(path, signature_start + 2)
@@ -187,9 +177,9 @@ def test_tampered_wrong_purpose_and_unknown_tokens_change_nothing(site, settings
                                            if method == "POST" else None)
             assert response.status_code == 400, (bad, method)
             assert "Nothing was changed" in response.text
-    unknown = _path(unsubscribe_url(settings, 999_999, stampa_id), site.base)
+    unknown = path_of(unsubscribe_url(settings, 999_999, stampa_id), site.base)
     assert site.client.post(unknown, data={"List-Unsubscribe": "One-Click"}).status_code == 404
-    assert _membership(engine, subscriber_id, stampa_id) == "active"
+    assert membership_status(engine, subscriber_id, stampa_id) == "active"
     assert len(_events(engine)) == events_before
 
 
@@ -215,23 +205,23 @@ def test_double_opt_in_through_email_and_confirmation_link(site, settings, engin
     with db.session_scope(engine) as session:  # still pending: never selected
         assert list(select_recipients(session, ["stampa"])) == []
     # GET (a link scanner's prefetch, or the person) only shows the button; POST confirms.
-    page = site.client.get(_path(link.group(1), site.base))
+    page = site.client.get(path_of(link.group(1), site.base))
     assert page.status_code == 200 and "Confermo l'iscrizione" in unescape(page.text)
     assert "Iscrizione confermata" not in page.text
     assert json.loads(cli("subscribers", "show", "nuova@example.org", "--json").stdout)["status"] == "pending"
     assert [e.kind for e in _events(engine)] == ["request"]
     action = re.search(r'<form method="post" action="([^"]+)"', page.text)
     assert action is not None and action.group(1) == link.group(1)
-    response = site.client.post(_path(link.group(1), site.base))
+    response = site.client.post(path_of(link.group(1), site.base))
     assert response.status_code == 200
     assert "Iscrizione confermata" in response.text
     shown = json.loads(cli("subscribers", "show", "nuova@example.org", "--json").stdout)
     assert (shown["status"], shown["memberships"][0]["status"]) == ("active", "active")
     kinds = [(e.kind, e.source, e.text_version) for e in _events(engine)]
     assert kinds == [("request", "cli", "1"), ("confirm", "confirmation link", "1")]
-    again = site.client.get(_path(link.group(1), site.base))  # a second visit says so, harmlessly
+    again = site.client.get(path_of(link.group(1), site.base))  # a second visit says so, harmlessly
     assert again.status_code == 200 and "Iscrizione confermata" in again.text
-    assert site.client.post(_path(link.group(1), site.base)).status_code == 200
+    assert site.client.post(path_of(link.group(1), site.base)).status_code == 200
     assert len(_events(engine)) == 2
 
     # An expired confirmation link is refused.
@@ -250,16 +240,16 @@ def test_double_opt_in_through_email_and_confirmation_link(site, settings, engin
 
 def test_preferences_page_joins_and_leaves(site, settings, engine, member) -> None:
     subscriber_id, stampa_id, partner_id = member
-    path = _path(preferences_url(settings, subscriber_id, stampa_id), site.base)
+    path = path_of(preferences_url(settings, subscriber_id, stampa_id), site.base)
     page = site.client.get(path)
     assert page.status_code == 200
     assert page.text.count('type="checkbox" name="list"') == 2
     response = site.client.post(path, data={"list": [str(partner_id)]})
     assert response.status_code == 200 and "Preferenze salvate" in response.text
-    assert _membership(engine, subscriber_id, stampa_id) == "unsubscribed"
-    assert _membership(engine, subscriber_id, partner_id) == "active"
+    assert membership_status(engine, subscriber_id, stampa_id) == "unsubscribed"
+    assert membership_status(engine, subscriber_id, partner_id) == "active"
     site.client.post(path, data={"list": [str(stampa_id), str(partner_id)]})
-    assert _membership(engine, subscriber_id, stampa_id) == "active"
+    assert membership_status(engine, subscriber_id, stampa_id) == "active"
     assert _events(engine)[-1].source == "preferences page"
 
 
@@ -321,7 +311,7 @@ def test_serve_command_in_a_subprocess(settings, engine, member, workdir) -> Non
         response = httpx.post(unsubscribe_url(settings, subscriber_id, stampa_id),
                               data={"List-Unsubscribe": "One-Click"}, timeout=10)
         assert (response.status_code, response.headers.get("location")) == (200, None)
-        assert _membership(engine, subscriber_id, stampa_id) == "unsubscribed"
+        assert membership_status(engine, subscriber_id, stampa_id) == "unsubscribed"
         page = httpx.get(f"{settings.base_url}/archive/2024-01/", timeout=10)
         assert (page.status_code, page.text) == (200, "<h1>Gennaio-Febbraio</h1>")
         assert httpx.get(f"{settings.base_url}/archive/../.env", timeout=10).status_code == 404

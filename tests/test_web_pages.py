@@ -21,13 +21,14 @@ from sqlmodel import select
 
 from tests.sample_edition import import_sample
 from tests.smtp_server import SmtpTestServer, free_port
+from tests.web_helpers import membership_status, path_of
 from wip_mailer import db
 from wip_mailer.archive import build_archive
 from wip_mailer.audience import confirm_url, preferences_url, unsubscribe_url
 from wip_mailer.audience.consent import Actor, join_list
 from wip_mailer.audience.lists import create_list
 from wip_mailer.browser import find_chromium, measure_appearance
-from wip_mailer.models import ConsentEvent, Membership, Subscriber
+from wip_mailer.models import ConsentEvent, Subscriber
 from wip_mailer.settings import Settings, load_settings
 from wip_mailer.web import create_app
 
@@ -91,16 +92,6 @@ def _members(engine: Engine) -> tuple[int, int, int]:
         return subscriber.id, stampa.id, partner.id
 
 
-def _status(engine: Engine, subscriber_id: int, list_id: int) -> str | None:
-    with db.session_scope(engine) as session:
-        return session.exec(select(Membership.status).where(
-            Membership.subscriber_id == subscriber_id, Membership.list_id == list_id)).first()
-
-
-def _path(url: str, settings: Settings) -> str:
-    return url[len(settings.base_url):]
-
-
 # RFC 8058 §8.3, as printed: the declared boundary ("---FormBoundaryjWmhtjORrn") does not
 # match the delimiter lines, which need two more hyphens; a strict parser finds no part.
 RFC_8058_BODY = (b"---FormBoundaryjWmhtjORrn\r\n"
@@ -115,13 +106,14 @@ RFC_8058_TYPE = "multipart/form-data; boundary=---FormBoundaryjWmhtjORrn"
 def test_rfc_8058_printed_multipart_bytes_unsubscribe(settings, engine, member, newline: bytes) -> None:
     subscriber_id, stampa_id, partner_id = member
     with serving(settings, engine) as client:
-        response = client.post(_path(unsubscribe_url(settings, subscriber_id, stampa_id), settings),
+        response = client.post(path_of(unsubscribe_url(settings, subscriber_id, stampa_id),
+                                       settings.base_url),
                                content=RFC_8058_BODY.replace(b"\r\n", newline),
                                headers={"Content-Type": RFC_8058_TYPE})
     assert response.status_code == 200 and "location" not in response.headers
     assert "Cancellazione avvenuta" in response.text and "has been unsubscribed" in response.text
-    assert _status(engine, subscriber_id, stampa_id) == "unsubscribed"
-    assert _status(engine, subscriber_id, partner_id) == "active"
+    assert membership_status(engine, subscriber_id, stampa_id) == "unsubscribed"
+    assert membership_status(engine, subscriber_id, partner_id) == "active"
     with db.session_scope(engine) as session:
         event = session.exec(select(ConsentEvent).order_by(ConsentEvent.id.desc())).first()  # type: ignore[union-attr]
         assert event is not None and (event.kind, event.source) == ("unsubscribe", "one-click (RFC 8058)")
@@ -140,10 +132,11 @@ def test_a_post_to_the_signed_url_unsubscribes_whatever_the_encoding(settings, e
     subscriber_id, stampa_id, _ = member
     headers = {"Content-Type": content_type} if content_type else {}
     with serving(settings, engine) as client:
-        response = client.post(_path(unsubscribe_url(settings, subscriber_id, stampa_id), settings),
+        response = client.post(path_of(unsubscribe_url(settings, subscriber_id, stampa_id),
+                                       settings.base_url),
                                content=content, headers=headers)
     assert response.status_code == 200
-    assert _status(engine, subscriber_id, stampa_id) == "unsubscribed"
+    assert membership_status(engine, subscriber_id, stampa_id) == "unsubscribed"
 
 
 @pytest.mark.parametrize("content, content_type", [
@@ -154,11 +147,12 @@ def test_a_body_that_says_something_else_changes_nothing(settings, engine, membe
                                                          content_type) -> None:
     subscriber_id, stampa_id, _ = member
     with serving(settings, engine) as client:
-        response = client.post(_path(unsubscribe_url(settings, subscriber_id, stampa_id), settings),
+        response = client.post(path_of(unsubscribe_url(settings, subscriber_id, stampa_id),
+                                       settings.base_url),
                                content=content, headers={"Content-Type": content_type})
     assert response.status_code == 400
     assert "Nulla è stato modificato" in response.text and "Nothing was changed" in response.text
-    assert _status(engine, subscriber_id, stampa_id) == "active"
+    assert membership_status(engine, subscriber_id, stampa_id) == "active"
 
 
 def _pending(engine: Engine) -> tuple[int, int]:
@@ -174,17 +168,17 @@ def _pending(engine: Engine) -> tuple[int, int]:
 
 def test_confirm_get_changes_nothing_and_post_confirms(settings, engine) -> None:
     subscriber_id, list_id = _pending(engine)
-    path = _path(confirm_url(settings, subscriber_id, list_id), settings)
+    path = path_of(confirm_url(settings, subscriber_id, list_id), settings.base_url)
     with serving(settings, engine) as client:
         for _ in range(3):  # a link scanner may fetch it several times, with HEAD too
             page = client.get(path, headers={"User-Agent": "Microsoft Defender Safe Links"})
             assert page.status_code == 200 and "Confermo l'iscrizione" in unescape(page.text)
             assert client.head(path).status_code in (200, 405)
-        assert _status(engine, subscriber_id, list_id) == "pending"
+        assert membership_status(engine, subscriber_id, list_id) == "pending"
         confirmed = client.post(path)
         assert confirmed.status_code == 200
         assert "Iscrizione confermata" in confirmed.text and "is confirmed" in confirmed.text
-    assert _status(engine, subscriber_id, list_id) == "active"
+    assert membership_status(engine, subscriber_id, list_id) == "active"
 
 
 async def _burst(base: str, count: int, data: dict[str, str]) -> list[int]:
@@ -245,7 +239,7 @@ def _both(page: str, italian: str, english: str) -> None:
 
 def test_every_public_page_in_italian_and_english(settings, engine, member, smtp_server) -> None:
     subscriber_id, stampa_id, partner_id = member
-    unsubscribe = _path(unsubscribe_url(settings, subscriber_id, stampa_id), settings)
+    unsubscribe = path_of(unsubscribe_url(settings, subscriber_id, stampa_id), settings.base_url)
     with serving(settings, engine) as client:
         home = client.get("/")
         assert home.status_code == 200
@@ -286,7 +280,7 @@ def test_every_public_page_in_italian_and_english(settings, engine, member, smtp
               "has been unsubscribed from “stampa” and will receive")
         assert "di <em>Work in Progress</em>" in done.text  # the space around the list name kept
 
-        preferences = _path(preferences_url(settings, subscriber_id, stampa_id), settings)
+        preferences = path_of(preferences_url(settings, subscriber_id, stampa_id), settings.base_url)
         _both(client.get(preferences).text, "Le tue liste", "Tick the lists you want")
         _both(client.post(preferences, data={"list": [str(partner_id)]}).text, "Preferenze salvate",
               "Preferences saved")
@@ -342,7 +336,8 @@ def test_pages_in_the_theme_readable_light_and_dark(settings, engine, member, se
         build_archive(session, settings, workdir / "archive", include_unsent=True)
     with serving(settings, engine, workdir / "archive") as client:
         pages = [client.get("/subscribe/partner").text,
-                 client.get(_path(unsubscribe_url(settings, subscriber_id, stampa_id), settings)).text,
+                 client.get(path_of(unsubscribe_url(settings, subscriber_id, stampa_id),
+                                    settings.base_url)).text,
                  client.get("/subscribe/stampa").text, client.get("/archive/").text]
     for html in pages:
         for width in (375, 1024):
