@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -313,34 +314,51 @@ def insert_many(session: Session, table: sa.Table, rows: list[dict[str, Any]]) -
 def processed_column(processor: Callable[[Any], Any] | None, values: list[Any]) -> list[Any]:
     """One column's values made ready for the driver; a repeated value is processed once.
 
-    JSON lists and dicts (tags, attributes: mostly empty or alike in an import) are
-    remembered by their items, in order, so equal ones share one encoding.
+    JSON lists (tags: mostly empty or alike in an import) are remembered by their items, in
+    order, so equal ones share one encoding, and so is the empty dict. A dict with items
+    (attributes) is encoded on its own: an import's hold the other tool's ids, so they
+    never repeat, and a key for each would cost a third of its encoding.
     """
     if processor is None:
         return values
     done: dict[Any, Any] = {}
     result: list[Any] = []
+    append = result.append
     for value in values:
         if value is None:
-            result.append(None)
+            append(None)
             continue
         key = value
         if isinstance(value, list):
             key = (list, *value)
         elif isinstance(value, dict):
-            key = (dict, *value.items())
+            if value:
+                append(processor(value))
+                continue
+            key = dict
         try:
             processed = done.get(key, _MISSING)
-        except TypeError:  # nested lists or dicts: not worth a key
-            result.append(processor(value))
+        except TypeError:  # nested lists: not worth a key
+            append(processor(value))
             continue
         if processed is _MISSING:
             processed = done[key] = processor(value)
-        result.append(processed)
+        append(processed)
     return result
 
 
 _MISSING = object()
+
+
+def among(column: sa.ColumnElement[Any], values: list[Any], dialect: str) -> sa.ColumnElement[bool]:
+    """``column IN values`` for the thousands of values of an import chunk, as one bound
+    parameter: SQLAlchemy's ``in_`` renders a parameter per value for every execution,
+    which costs more than the look-up itself. ``values`` are plain strings or integers."""
+    if dialect == "postgresql":
+        return column == sa.any_(sa.bindparam(None, values, type_=sa.ARRAY(column.type)))
+    listed = sa.bindparam(None, json.dumps(values), type_=sa.String)
+    elements = sa.func.json_each(listed).table_valued("value")
+    return column.in_(sa.select(elements.c.value))
 
 
 def group_by_keys(updates: list[dict[str, Any]], *,

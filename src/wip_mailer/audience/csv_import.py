@@ -13,8 +13,10 @@ the file is streamed, so memory is bounded by a chunk, not by the file.
 from __future__ import annotations
 
 import csv
+import gc
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -22,7 +24,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Engine
-from sqlmodel import Session, col
+from sqlmodel import Session
 
 from wip_mailer.audience.confirmation import ConfirmationRequest, send_confirmations
 from wip_mailer.audience.consent import EventKind
@@ -38,7 +40,7 @@ from wip_mailer.audience.formats import OWN, open_export
 from wip_mailer.audience.formats.mailchimp import unpack_export
 from wip_mailer.audience.lists import get_list
 from wip_mailer.audience.suppression import email_hash
-from wip_mailer.db import BULK_CHUNK, group_by_keys, insert_many, utcnow
+from wip_mailer.db import BULK_CHUNK, among, group_by_keys, insert_many, utcnow
 from wip_mailer.errors import InvalidInputError
 from wip_mailer.models import (
     ConsentEvent,
@@ -103,6 +105,7 @@ class _ChunkWriter:
         self.source = source[:200]
         self.report = report
         self.confirmations: list[ConfirmationRequest] = []
+        self.dialect = session.get_bind().dialect.name
 
     def reject(self, row: SubscriberRow, reason: str) -> None:
         self.report.rejected.append(Rejection(row.line, reason, row.values))
@@ -110,11 +113,11 @@ class _ChunkWriter:
     def apply(self, rows: list[SubscriberRow]) -> None:
         if not rows:
             return
-        session, now = self.session, utcnow()
+        session, now, dialect = self.session, utcnow(), self.dialect
         hashes = {email_hash(r.email): r for r in rows}
         suppressed = dict(session.execute(
-            sa.select(col(Suppression.email_hash), col(Suppression.reason))
-            .where(col(Suppression.email_hash).in_(list(hashes)))).all())
+            sa.select(_suppression.c.email_hash, _suppression.c.reason)
+            .where(among(_suppression.c.email_hash, list(hashes), dialect))).all())
         kept = []
         for key, row in hashes.items():
             if key not in suppressed:
@@ -123,21 +126,21 @@ class _ChunkWriter:
                 self.report.kept_out += 1  # the file says no as well: nothing to change
             else:
                 self.reject(row, f"{row.email} is on the suppression list ({suppressed[key]})")
-        existing = {
-            r.email: r for r in session.execute(
-                sa.select(_subscriber).where(_subscriber.c.email.in_([r.email for r in kept])))
-        }
+        emails = [r.email for r in kept]
+        existing = {r.email: r for r in session.execute(
+            sa.select(_subscriber).where(among(_subscriber.c.email, emails, dialect)))}
         new_rows = [r for r in kept if r.email not in existing]
+        ids = {email: r.id for email, r in existing.items()}
         if new_rows:
             insert_many(session, _subscriber, [self._new_subscriber(r, self._first_status(r), now)
                                                for r in new_rows])
-        ids = dict(session.execute(
-            sa.select(_subscriber.c.email, _subscriber.c.id)
-            .where(_subscriber.c.email.in_([r.email for r in kept]))).all())
+            ids.update(session.execute(
+                sa.select(_subscriber.c.email, _subscriber.c.id)
+                .where(among(_subscriber.c.email, [r.email for r in new_rows], dialect))).all())
         memberships = dict(session.execute(
             sa.select(_membership.c.subscriber_id, _membership.c.status)
             .where(_membership.c.list_id == self.list_id)
-            .where(_membership.c.subscriber_id.in_(list(ids.values())))).all())
+            .where(among(_membership.c.subscriber_id, list(ids.values()), dialect))).all())
 
         profile_updates: list[dict[str, Any]] = []
         status_updates: list[dict[str, Any]] = []
@@ -353,7 +356,7 @@ def import_csv(engine: Engine, settings: Settings, path: Path, list_name: str, *
     commits. With ``dry_run`` everything is read, validated and applied, then rolled back:
     the report says what would happen, and nothing is written or sent.
     """
-    with tempfile.TemporaryDirectory(prefix="wip-mailer-import-") as folder:
+    with tempfile.TemporaryDirectory(prefix="wip-mailer-import-") as folder, _collector_paused():
         is_zip = path.suffix.lower() == ".zip"
         files = ([(path / name, unpacked)
                   for name, unpacked in unpack_export(path, Path(folder))] if is_zip else [(path, path)])
@@ -389,6 +392,21 @@ def import_csv(engine: Engine, settings: Settings, path: Path, list_name: str, *
         report.changes_path = changes_path
     report.confirmations_sent = send_confirmations(settings, writer.confirmations)
     return report
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while importing: an import allocates millions of
+    objects, and each full collection walks every object alive (SQLAlchemy's, the chunk's),
+    a fifth of the import's time; the import itself leaves about 30 objects in cycles per
+    chunk, collected once it is on again."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _import_file(writer: _ChunkWriter, settings: Settings, report: ImportReport, path: Path,
