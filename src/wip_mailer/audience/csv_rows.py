@@ -38,7 +38,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from wip_mailer.audience.addresses import (
     InvalidAddressError,
@@ -85,8 +85,9 @@ HEADER_ALIASES: dict[str, tuple[str, ...]] = {
 _PARTS = ("first_name", "last_name")  # joined into name when the file has no name column
 
 
-@dataclass(frozen=True)
-class ImportedEvent:
+# The per-row types are NamedTuples: immutable as a frozen dataclass, and four times faster
+# to make, which an import of 100,000 rows does a few hundred thousand times.
+class ImportedEvent(NamedTuple):
     """A consent event the file records (another tool's opt-in time and IP, a withdrawal)."""
 
     kind: str  # consent.EventKind
@@ -108,8 +109,7 @@ class Correction:
     what: str  # e.g. "trailing dot removed, case folded"
 
 
-@dataclass(frozen=True)
-class SubscriberRow:
+class SubscriberRow(NamedTuple):
     line: int
     values: list[str]
     email: str
