@@ -214,7 +214,8 @@ def test_an_exports_cells_are_read_as_written(cli, engine, stampa, workdir) -> N
     assert rita["attributes"] == {"Address": "=Via Po 2", "Phone Number": "+39 011 1", "Company": "@Comune",
                                   "LEID": "7", "NOTES": "-"}
     sara = _person(engine, "sara@example.org")
-    assert (sara["subscriber"]["name"], sara["subscriber"]["attributes"]) == ("Sara", {"Company": "L'Officina"})
+    assert (sara["subscriber"]["name"], sara["subscriber"]["attributes"]) == (
+        "Sara", {"Company": "L'Officina"})
     assert [e["kind"] for e in sara["consent_events"]] == ["subscribe"]
 
 

@@ -34,7 +34,9 @@ class UTCDateTime(TypeDecorator[datetime]):
     """Aware UTC datetimes in Python, whatever the database keeps.
 
     SQLite drops the offset, so values are stored as naive UTC and given their
-    timezone back on the way out; a naive value on the way in is a bug.
+    timezone back on the way out; a naive value on the way in is a bug. (``combine`` sets
+    or drops the timezone as ``replace(tzinfo=...)`` does, four times faster: that one
+    parses its keywords, and an import converts a few hundred thousand values.)
     """
 
     impl = DateTime(timezone=True)
@@ -46,12 +48,12 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             raise ValueError("naive datetime given to a UTC column")
         value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+        return datetime.combine(value, value.time()) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
         if value is None:
             return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return datetime.combine(value, value.time(), UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -300,11 +302,16 @@ def insert_many(session: Session, table: sa.Table, rows: list[dict[str, Any]]) -
         return
     connection = session.connection()
     dialect = connection.dialect
-    keys = list(rows[0])
+    given = {key: [row[key] for row in rows] for key in rows[0]}
+    # A column that is None in every row is left to be NULL, unless it has a default: sqlite3
+    # binds each None after a failed adapter look-up, a third of the cost of a row of events.
+    keys = [key for key, values in given.items()
+            if values[0] is not None or values.count(None) < len(values)
+            or table.c[key].default is not None or table.c[key].server_default is not None] or list(given)
     compiled = sa.insert(table).compile(dialect=dialect, column_keys=keys, for_executemany=True)
     order = list(compiled.positiontup or []) if dialect.positional else keys
-    columns = [processed_column(table.c[key].type.dialect_impl(dialect).bind_processor(dialect),
-                                [row[key] for row in rows]) for key in order]
+    columns = [processed_column(table.c[key].type.dialect_impl(dialect).bind_processor(dialect), given[key])
+               for key in order]
     params: Any = list(zip(*columns, strict=True))
     if not dialect.positional:
         params = [dict(zip(order, values, strict=True)) for values in params]

@@ -166,8 +166,9 @@ class TableFormat:
             attribute, kind = next((a, k) for a, t in kept if (k := control_character(t)))
             return Rejection(line, f"the column {attribute} contains {kind}; a kept column must be "
                                    "one line of printable text", values)
-        for attribute, text in kept:  # most are plain text, which attribute_value keeps as is
-            attributes[attribute] = attribute_value(text) if text[0] in "tf[{" else text
+        # Most are plain text, which attribute_value would keep as it is.
+        attributes.update({attribute: attribute_value(text) if text[0] in "tf[{" else text
+                           for attribute, text in kept})
         if attributes:
             fields["attributes"] = attributes
         try:
