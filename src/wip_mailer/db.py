@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -302,39 +303,47 @@ def insert_many(session: Session, table: sa.Table, rows: list[dict[str, Any]]) -
         return
     connection = session.connection()
     dialect = connection.dialect
-    given = {key: [row[key] for row in rows] for key in rows[0]}
+    keys = list(rows[0])
+    cells = map(itemgetter(*keys), rows) if len(keys) > 1 else ((row[keys[0]],) for row in rows)
+    given = dict(zip(keys, zip(*cells, strict=True), strict=True))  # key -> the column's values
     # A column that is None in every row is left to be NULL, unless it has a default: sqlite3
-    # binds each None after a failed adapter look-up, a third of the cost of a row of events.
+    # binds each None after a failed adapter look-up, which costs as much as binding a value.
     keys = [key for key, values in given.items()
             if values[0] is not None or values.count(None) < len(values)
-            or table.c[key].default is not None or table.c[key].server_default is not None] or list(given)
+            or table.c[key].default is not None or table.c[key].server_default is not None] or keys
     compiled = sa.insert(table).compile(dialect=dialect, column_keys=keys, for_executemany=True)
     order = list(compiled.positiontup or []) if dialect.positional else keys
-    columns = [processed_column(table.c[key].type.dialect_impl(dialect).bind_processor(dialect), given[key])
-               for key in order]
+    columns = [processed_column(table.c[key].type.dialect_impl(dialect).bind_processor(dialect), given[key],
+                                json=isinstance(table.c[key].type, sa.JSON)) for key in order]
     params: Any = list(zip(*columns, strict=True))
     if not dialect.positional:
         params = [dict(zip(order, values, strict=True)) for values in params]
     connection.exec_driver_sql(str(compiled), params)
 
 
-def processed_column(processor: Callable[[Any], Any] | None, values: list[Any]) -> list[Any]:
+def processed_column(processor: Callable[[Any], Any] | None, values: Sequence[Any], *,
+                     json: bool = False) -> Sequence[Any]:
     """One column's values made ready for the driver; a repeated value is processed once.
 
-    JSON lists (tags: mostly empty or alike in an import) are remembered by their items, in
-    order, so equal ones share one encoding, and so is the empty dict. A dict with items
-    (attributes) is encoded on its own: an import's hold the other tool's ids, so they
-    never repeat, and a key for each would cost a third of its encoding.
+    For a ``json`` column, lists (tags: mostly empty or alike in an import) are remembered
+    by their items, in order, so equal ones share one encoding, and so is the empty dict. A
+    dict with items (attributes) is encoded on its own: an import's hold the other tool's
+    ids, so they never repeat, and a key for each would cost a third of its encoding.
     """
     if processor is None:
         return values
-    done: dict[Any, Any] = {}
+    done: dict[Any, Any] = {None: None}
+    if not json:  # timestamps, statuses: hashable
+        try:
+            for value in values:
+                if value not in done:
+                    done[value] = processor(value)
+        except TypeError:  # an unhashable value (an array): each on its own
+            return [None if value is None else processor(value) for value in values]
+        return list(map(done.__getitem__, values))
     result: list[Any] = []
     append = result.append
     for value in values:
-        if value is None:
-            append(None)
-            continue
         key = value
         if isinstance(value, list):
             key = (list, *value)

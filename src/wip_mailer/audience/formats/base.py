@@ -94,7 +94,9 @@ class TableFormat:
         # Each role a row is asked for, and its column's cell; a role the header lacks reads
         # the empty cell that parse() adds after the last column.
         self._roles = tuple(dict.fromkeys((*FIELD_ROLES, *self.json_roles, *self.roles.values())))
-        self._cells_of_roles = itemgetter(*(self.index.get(role, self.width) for role in self._roles))
+        self._cells_of_roles = _picker([self.index.get(role, self.width) for role in self._roles])
+        self._attribute_names = [attribute for _, attribute in self.attributes]
+        self._cells_of_attributes = _picker([position for position, _ in self.attributes])
 
     @classmethod
     def recognises(cls, keys: set[str]) -> bool:
@@ -161,14 +163,15 @@ class TableFormat:
                 if not isinstance(data, dict):
                     return Rejection(line, f"the {role} column is not a JSON object", values)
                 attributes.update(data)
-        kept = [(attribute, text) for position, attribute in self.attributes if (text := cells[position])]
-        if kept and control_character("".join([text for _, text in kept])):  # one search per row
-            attribute, kind = next((a, k) for a, t in kept if (k := control_character(t)))
+        texts = self._cells_of_attributes(cells)
+        if control_character("".join(texts)):  # one search per row
+            attribute, kind = next((a, k) for a, t in zip(self._attribute_names, texts, strict=True)
+                                   if (k := control_character(t)))
             return Rejection(line, f"the column {attribute} contains {kind}; a kept column must be "
                                    "one line of printable text", values)
         # Most are plain text, which attribute_value would keep as it is.
         attributes.update({attribute: attribute_value(text) if text[0] in "tf[{" else text
-                           for attribute, text in kept})
+                           for attribute, text in zip(self._attribute_names, texts, strict=True) if text})
         if attributes:
             fields["attributes"] = attributes
         try:
@@ -179,6 +182,14 @@ class TableFormat:
         correction = None if what is None else Correction(line, raw_email, email, what)
         return SubscriberRow(line, values, email, fields, standing.status, standing.events,
                              standing.suppress, correction)
+
+
+def _picker(positions: list[int]) -> Callable[[list[str]], tuple[str, ...]]:
+    """The cells at ``positions`` as a tuple, in one call (an itemgetter of one position gives
+    the cell itself, of none an error)."""
+    if len(positions) > 1:
+        return itemgetter(*positions)
+    return lambda cells: tuple(cells[position] for position in positions)
 
 
 def time_of(cell: Cell, role: str, column: str) -> datetime | None:
