@@ -101,6 +101,7 @@ class _ChunkWriter:
         self.session = session
         self.list = mailing_list
         self.list_id: int = mailing_list.id
+        self.language = mailing_list.language  # read once: an ORM attribute costs a call per row
         self.pending = double_opt_in
         self.source = source[:200]
         self.report = report
@@ -274,7 +275,7 @@ class _ChunkWriter:
         return {
             "email": row.email,
             "name": fields.get("name") or "",
-            "language": fields.get("language") or self.list.language,
+            "language": fields.get("language") or self.language,
             "organisation": fields.get("organisation") or "",
             "country": fields.get("country") or "",
             "tags": fields.get("tags") or [],
@@ -335,7 +336,7 @@ class _ChunkWriter:
 
     def _confirmation(self, subscriber_id: int, row: SubscriberRow, current: Any) -> ConfirmationRequest:
         name = row.fields.get("name") or (current.name if current is not None else "")
-        fallback = current.language if current is not None else self.list.language
+        fallback = current.language if current is not None else self.language
         language = row.fields.get("language") or fallback
         return ConfirmationRequest(subscriber_id, self.list_id, row.email, name, language,
                                    self.list.name, self.list.description)
