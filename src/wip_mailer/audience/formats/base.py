@@ -134,9 +134,8 @@ class TableFormat:
             return found
         email, display_name = found
         fields: dict[str, Any] = {}
-        name = cell("name") or " ".join(f"{cell('first_name')} {cell('last_name')}".split()) or display_name
+        name = " ".join((cell("name") or f"{cell('first_name')} {cell('last_name')}").split()) or display_name
         if name:
-            name = " ".join(name.split())
             if kind := control_character(name):
                 return Rejection(line, f"the name contains {kind}, which cannot go in an email header",
                                  values)
