@@ -8,6 +8,7 @@ import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from enum import Enum
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
@@ -331,6 +332,8 @@ def processed_column(processor: Callable[[Any], Any] | None, values: Sequence[An
     ids, so they never repeat, and a key for each would cost a third of its encoding.
     """
     if processor is None:
+        if isinstance(values[0], Enum):  # a status: as its value, which sqlite3 binds without
+            return [v.value if isinstance(v, Enum) else v for v in values]  # an adapter look-up
         return values
     done: dict[Any, Any] = {None: None}
     if not json:  # timestamps, statuses: hashable
