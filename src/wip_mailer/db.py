@@ -315,7 +315,7 @@ def insert_many(session: Session, table: sa.Table, rows: list[dict[str, Any]]) -
     compiled = sa.insert(table).compile(dialect=dialect, column_keys=keys, for_executemany=True)
     order = list(compiled.positiontup or []) if dialect.positional else keys
     columns = [processed_column(table.c[key].type.dialect_impl(dialect).bind_processor(dialect), given[key],
-                                json=isinstance(table.c[key].type, sa.JSON)) for key in order]
+                                is_json=isinstance(table.c[key].type, sa.JSON)) for key in order]
     params: Any = list(zip(*columns, strict=True))
     if not dialect.positional:
         params = [dict(zip(order, values, strict=True)) for values in params]
@@ -323,20 +323,21 @@ def insert_many(session: Session, table: sa.Table, rows: list[dict[str, Any]]) -
 
 
 def processed_column(processor: Callable[[Any], Any] | None, values: Sequence[Any], *,
-                     json: bool = False) -> Sequence[Any]:
+                     is_json: bool = False) -> Sequence[Any]:
     """One column's values made ready for the driver; a repeated value is processed once.
 
-    For a ``json`` column, lists (tags: mostly empty or alike in an import) are remembered
-    by their items, in order, so equal ones share one encoding, and so is the empty dict. A
-    dict with items (attributes) is encoded on its own: an import's hold the other tool's
-    ids, so they never repeat, and a key for each would cost a third of its encoding.
+    In a JSON column (``is_json``), lists (tags: mostly empty or alike in an import) are
+    remembered by their items, in order, so equal ones share one encoding, and so is the
+    empty dict. A dict with items (attributes) is encoded on its own: an import's hold the
+    other tool's ids, so they never repeat, and a key for each would cost a third of its
+    encoding.
     """
     if processor is None:
         if isinstance(values[0], Enum):  # a status: as its value, which sqlite3 binds without
             return [v.value if isinstance(v, Enum) else v for v in values]  # an adapter look-up
         return values
     done: dict[Any, Any] = {None: None}
-    if not json:  # timestamps, statuses: hashable
+    if not is_json:  # timestamps, statuses: hashable
         try:
             for value in values:
                 if value not in done:
