@@ -197,6 +197,32 @@ def test_format_can_be_said_outright_and_must_fit(cli, engine, stampa, workdir) 
     assert result.exit_code == 0, result.stderr
 
 
+def test_an_exports_cells_are_read_as_written(cli, engine, stampa, workdir) -> None:
+    """Spaces around a cell go; the ' that a spreadsheet export puts before a formula goes, in
+    any column; an apostrophe within a value stays; a row shorter than the header is read; a
+    kept column with a control character rejects its row, naming the column."""
+    source = workdir / "subscribed_members_export_x.csv"
+    header = (MAILCHIMP / "subscribed_members_export_4f2a1c.csv").read_text(encoding="utf-8").splitlines()[0]
+    rita = ["rita@example.org", " Rita ", "D'Angelo", "'=Via Po 2", "'+39 011 1", "", "'@Comune", " ",
+            "2021-03-01 09:15:02", *[""] * 11, "7", "", "'-", '"""Press"""']
+    assert len(rita) == len(header.split(","))
+    source.write_text(f"{header}\n{','.join(rita)}\nsara@example.org,Sara,,,,,L'Officina\n"
+                      "tina@example.org,Tina,,,,,,,,,,,,,,,,,,,,,Bell\x07,\n", encoding="utf-8")
+    result = cli("subscribers", "import", str(source), "--list", "stampa")
+    assert result.exit_code == 0, result.stderr
+    assert ", 1 rejected." in result.stdout.splitlines()[0]
+    assert (f"{source}:4: the column NOTES contains a control character (U+0007); a kept column must be "
+            "one line of printable text") in result.stderr
+    rita = _person(engine, "rita@example.org")["subscriber"]
+    assert (rita["name"], rita["tags"]) == ("Rita D'Angelo", ["press"])
+    assert rita["attributes"] == {"Address": "=Via Po 2", "Phone Number": "+39 011 1", "Company": "@Comune",
+                                  "LEID": "7", "NOTES": "-"}
+    sara = _person(engine, "sara@example.org")
+    assert (sara["subscriber"]["name"], sara["subscriber"]["attributes"]) == (
+        "Sara", {"Company": "L'Officina"})
+    assert [e["kind"] for e in sara["consent_events"]] == ["subscribe"]
+
+
 def test_a_corrected_address_is_reported_with_its_line(cli, engine, stampa, workdir) -> None:
     source = workdir / "x.csv"
     source.write_text("email,name\nAnna <anna@example.org>,\nmailto:bob@example.org\nCarla@Example.org.,C\n"

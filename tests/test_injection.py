@@ -4,6 +4,7 @@ and never put on the wire by the message builder or the SMTP connection."""
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from tests.smtp_server import SmtpTestServer
 from wip_mailer import db
 from wip_mailer.dispatch.connection import Connection, Outcome, SenderRefusedError
 from wip_mailer.errors import SettingsError
+from wip_mailer.fields import CONTROL_CHARACTERS, control_character
 from wip_mailer.models import Campaign, Delivery, Edition, Subscriber
 from wip_mailer.personalise import (
     HeaderInjectionError,
@@ -178,6 +180,16 @@ def test_a_stored_name_with_a_control_byte_fails_that_delivery_only(cli, engine,
 def test_the_message_builder_never_puts_a_control_character_in_a_header(name: str) -> None:
     with pytest.raises(HeaderInjectionError, match=r"^The name contains a"):
         mailbox_header(name, "ada@example.org")
+
+
+def test_every_forbidden_character_is_one_that_isprintable_refuses() -> None:
+    """control_character() trusts str.isprintable() to clear a value without the pattern."""
+    forbidden = [c for c in map(chr, range(sys.maxunicode + 1)) if CONTROL_CHARACTERS.match(c)]
+    assert len(forbidden) == 32 + 33 + 2
+    assert not any(c.isprintable() for c in forbidden)
+    assert [control_character(f"Ada{c}") for c in ("\x00", "\x85", "\u2028", "\t")] == [
+        "a control character (U+0000)", "a line break", "a line break", "a tab"]
+    assert control_character("Ada\u00a0Lovelace\u200b") is None  # not printable, yet allowed
 
 
 # --- settings ------------------------------------------------------------------------------

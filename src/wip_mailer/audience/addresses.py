@@ -175,5 +175,11 @@ def normalise_tags(raw: str | list[str]) -> list[str]:
     A semicolon separates tags too: spreadsheets whose separator is a comma are often
     filled in with "press; partner".
     """
-    items = raw.replace(";", ",").split(",") if isinstance(raw, str) else raw
-    return sorted({t.strip().lower() for t in items if t.strip()})
+    if isinstance(raw, str):
+        return list(_split_tags(raw))
+    return sorted({t.strip().lower() for t in raw if t.strip()})
+
+
+@lru_cache(maxsize=1024)  # an import's 100,000 tags cells hold a few combinations of a few tags
+def _split_tags(text: str) -> tuple[str, ...]:
+    return tuple(normalise_tags(text.replace(";", ",").split(",")))

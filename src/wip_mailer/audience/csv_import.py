@@ -13,8 +13,10 @@ the file is streamed, so memory is bounded by a chunk, not by the file.
 from __future__ import annotations
 
 import csv
+import gc
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -22,7 +24,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Engine
-from sqlmodel import Session, col
+from sqlmodel import Session
 
 from wip_mailer.audience.confirmation import ConfirmationRequest, send_confirmations
 from wip_mailer.audience.consent import EventKind
@@ -38,7 +40,7 @@ from wip_mailer.audience.formats import OWN, open_export
 from wip_mailer.audience.formats.mailchimp import unpack_export
 from wip_mailer.audience.lists import get_list
 from wip_mailer.audience.suppression import email_hash
-from wip_mailer.db import BULK_CHUNK, group_by_keys, insert_many, utcnow
+from wip_mailer.db import BULK_CHUNK, among, group_by_keys, insert_many, utcnow
 from wip_mailer.errors import InvalidInputError
 from wip_mailer.models import (
     ConsentEvent,
@@ -99,10 +101,12 @@ class _ChunkWriter:
         self.session = session
         self.list = mailing_list
         self.list_id: int = mailing_list.id
+        self.language = mailing_list.language  # read once: an ORM attribute costs a call per row
         self.pending = double_opt_in
         self.source = source[:200]
         self.report = report
         self.confirmations: list[ConfirmationRequest] = []
+        self.dialect = session.get_bind().dialect.name
 
     def reject(self, row: SubscriberRow, reason: str) -> None:
         self.report.rejected.append(Rejection(row.line, reason, row.values))
@@ -110,11 +114,11 @@ class _ChunkWriter:
     def apply(self, rows: list[SubscriberRow]) -> None:
         if not rows:
             return
-        session, now = self.session, utcnow()
+        session, now, dialect = self.session, utcnow(), self.dialect
         hashes = {email_hash(r.email): r for r in rows}
         suppressed = dict(session.execute(
-            sa.select(col(Suppression.email_hash), col(Suppression.reason))
-            .where(col(Suppression.email_hash).in_(list(hashes)))).all())
+            sa.select(_suppression.c.email_hash, _suppression.c.reason)
+            .where(among(_suppression.c.email_hash, list(hashes), dialect))).all())
         kept = []
         for key, row in hashes.items():
             if key not in suppressed:
@@ -123,21 +127,21 @@ class _ChunkWriter:
                 self.report.kept_out += 1  # the file says no as well: nothing to change
             else:
                 self.reject(row, f"{row.email} is on the suppression list ({suppressed[key]})")
-        existing = {
-            r.email: r for r in session.execute(
-                sa.select(_subscriber).where(_subscriber.c.email.in_([r.email for r in kept])))
-        }
+        emails = [r.email for r in kept]
+        existing = {r.email: r for r in session.execute(
+            sa.select(_subscriber).where(among(_subscriber.c.email, emails, dialect)))}
         new_rows = [r for r in kept if r.email not in existing]
+        ids = {email: r.id for email, r in existing.items()}
         if new_rows:
             insert_many(session, _subscriber, [self._new_subscriber(r, self._first_status(r), now)
                                                for r in new_rows])
-        ids = dict(session.execute(
-            sa.select(_subscriber.c.email, _subscriber.c.id)
-            .where(_subscriber.c.email.in_([r.email for r in kept]))).all())
+            ids.update(session.execute(
+                sa.select(_subscriber.c.email, _subscriber.c.id)
+                .where(among(_subscriber.c.email, [r.email for r in new_rows], dialect))).all())
         memberships = dict(session.execute(
             sa.select(_membership.c.subscriber_id, _membership.c.status)
             .where(_membership.c.list_id == self.list_id)
-            .where(_membership.c.subscriber_id.in_(list(ids.values())))).all())
+            .where(among(_membership.c.subscriber_id, list(ids.values()), dialect))).all())
 
         profile_updates: list[dict[str, Any]] = []
         status_updates: list[dict[str, Any]] = []
@@ -271,7 +275,7 @@ class _ChunkWriter:
         return {
             "email": row.email,
             "name": fields.get("name") or "",
-            "language": fields.get("language") or self.list.language,
+            "language": fields.get("language") or self.language,
             "organisation": fields.get("organisation") or "",
             "country": fields.get("country") or "",
             "tags": fields.get("tags") or [],
@@ -332,7 +336,7 @@ class _ChunkWriter:
 
     def _confirmation(self, subscriber_id: int, row: SubscriberRow, current: Any) -> ConfirmationRequest:
         name = row.fields.get("name") or (current.name if current is not None else "")
-        fallback = current.language if current is not None else self.list.language
+        fallback = current.language if current is not None else self.language
         language = row.fields.get("language") or fallback
         return ConfirmationRequest(subscriber_id, self.list_id, row.email, name, language,
                                    self.list.name, self.list.description)
@@ -353,7 +357,7 @@ def import_csv(engine: Engine, settings: Settings, path: Path, list_name: str, *
     commits. With ``dry_run`` everything is read, validated and applied, then rolled back:
     the report says what would happen, and nothing is written or sent.
     """
-    with tempfile.TemporaryDirectory(prefix="wip-mailer-import-") as folder:
+    with tempfile.TemporaryDirectory(prefix="wip-mailer-import-") as folder, _collector_paused():
         is_zip = path.suffix.lower() == ".zip"
         files = ([(path / name, unpacked)
                   for name, unpacked in unpack_export(path, Path(folder))] if is_zip else [(path, path)])
@@ -391,6 +395,22 @@ def import_csv(engine: Engine, settings: Settings, path: Path, list_name: str, *
     return report
 
 
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The automatic cyclic garbage collection off while importing: an import allocates
+    millions of objects, and each full collection walks every object alive (SQLAlchemy's,
+    the chunk's), a fifth of the import's time. The chunk's own cycles (a few SQLAlchemy
+    result objects, holding their rows) are collected after each chunk instead, by
+    ``_import_file``, which walks only the objects made since, so memory stays bounded."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _import_file(writer: _ChunkWriter, settings: Settings, report: ImportReport, path: Path,
                  source: str | None, format: str | None,
                  progress: Callable[[int, int], None] | None) -> tuple[list[str], str, bool]:
@@ -414,6 +434,7 @@ def _import_file(writer: _ChunkWriter, settings: Settings, report: ImportReport,
             if len(chunk) >= CHUNK:
                 writer.apply(chunk)
                 chunk = []
+                gc.collect(1)  # the chunk's cycles, see _collector_paused
                 if progress:
                     progress(row.line, total)
         writer.apply(chunk)

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, TextIO
+from typing import BinaryIO, NamedTuple, TextIO
 
 from wip_mailer.errors import InvalidInputError
 
@@ -67,8 +67,7 @@ class Rejection:
     values: list[str]  # the cells as read, for the rejects file
 
 
-@dataclass(frozen=True)
-class Record:
+class Record(NamedTuple):  # one per row: a NamedTuple is four times faster to make than a dataclass
     line: int  # physical line where the record starts
     values: list[str]
 

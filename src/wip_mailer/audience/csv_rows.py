@@ -38,7 +38,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from wip_mailer.audience.addresses import (
     InvalidAddressError,
@@ -85,8 +85,9 @@ HEADER_ALIASES: dict[str, tuple[str, ...]] = {
 _PARTS = ("first_name", "last_name")  # joined into name when the file has no name column
 
 
-@dataclass(frozen=True)
-class ImportedEvent:
+# The per-row types are NamedTuples: immutable as a frozen dataclass, and four times faster
+# to make, which an import of 100,000 rows does a few hundred thousand times.
+class ImportedEvent(NamedTuple):
     """A consent event the file records (another tool's opt-in time and IP, a withdrawal)."""
 
     kind: str  # consent.EventKind
@@ -108,8 +109,7 @@ class Correction:
     what: str  # e.g. "trailing dot removed, case folded"
 
 
-@dataclass(frozen=True)
-class SubscriberRow:
+class SubscriberRow(NamedTuple):
     line: int
     values: list[str]
     email: str
@@ -153,7 +153,9 @@ def parse_time(cell: str) -> datetime:
         if text.isdigit():
             return datetime.fromtimestamp(int(text), UTC)
         value = datetime.fromisoformat(_SPACED_OFFSET.sub(r"\1", text.removesuffix(" UTC")))
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if value.tzinfo is None:  # as replace(tzinfo=UTC), without its slow keyword parsing
+        return datetime.combine(value, value.time(), UTC)
+    return value.astimezone(UTC)
 
 
 def parse_consent(cell: str) -> tuple[ImportedEvent, ...]:

@@ -75,7 +75,7 @@ class ExportFile:
         for record in self.records:
             if isinstance(record, Rejection):
                 yield record
-            elif any(v.strip() for v in record.values):  # blank lines are not subscribers
+            elif any(map(str.strip, record.values)):  # blank lines are not subscribers
                 yield parse(record.line, record.values, seen)
 
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
+from operator import itemgetter
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from wip_mailer.audience.addresses import (
     country_code,
@@ -35,8 +36,7 @@ FIELD_ROLES = ("email", "name", "first_name", "last_name", "language", "organisa
 Cell = Callable[[str], str]  # the stripped value of a role's column ("" when absent)
 
 
-@dataclass(frozen=True)
-class Standing:
+class Standing(NamedTuple):
     """Where the person stood in the other tool."""
 
     status: str = "active"  # csv_rows.ROW_STATUSES
@@ -91,6 +91,12 @@ class TableFormat:
         if "email" not in self.index:
             raise InvalidInputError(f"The file {path} has no email column, which a {self.label} export has.")
         self.keys = {header_key(raw) for raw in header}
+        # Each role a row is asked for, and its column's cell; a role the header lacks reads
+        # the empty cell that parse() adds after the last column.
+        self._roles = tuple(dict.fromkeys((*FIELD_ROLES, *self.json_roles, *self.roles.values())))
+        self._cells_of_roles = _picker([self.index.get(role, self.width) for role in self._roles])
+        self._attribute_names = [attribute for _, attribute in self.attributes]
+        self._cells_of_attributes = _picker([position for position, _ in self.attributes])
 
     @classmethod
     def recognises(cls, keys: set[str]) -> bool:
@@ -111,19 +117,16 @@ class TableFormat:
         return normalise_tags(text)
 
     def parse(self, line: int, values: list[str], seen: dict[str, int]) -> SubscriberRow | Rejection:
-        if len(values) > self.width and any(v.strip() for v in values[self.width:]):
-            extra = ", ".join(v for v in values[self.width:] if v.strip())
-            return Rejection(line, f"has {len(values)} values but the header has {self.width} columns "
+        width = self.width
+        if len(values) > width and any(v.strip() for v in values[width:]):
+            extra = ", ".join(v for v in values[width:] if v.strip())
+            return Rejection(line, f"has {len(values)} values but the header has {width} columns "
                                    f"(extra: {extra})", values)
-        count = len(values)
-        index = self.index
-
-        def cell(role: str) -> str:
-            position = index.get(role)
-            if position is None or position >= count:
-                return ""
-            value = values[position].strip()
-            return unescape_formula(value) if value[:1] == "'" else value
+        cells = list(map(str.strip, values[:width]))
+        if "\n'" in "\n" + "\n".join(cells):  # a cell starting with ' (rare): one search per row
+            cells = [unescape_formula(c) for c in cells]  # the ' before a formula, see csv_reader
+        cells += [""] * (width + 1 - len(cells))
+        cell: Cell = dict(zip(self._roles, self._cells_of_roles(cells), strict=True)).__getitem__
 
         raw_email = cell("email")
         found = unique_address(line, raw_email, values, seen)
@@ -131,9 +134,8 @@ class TableFormat:
             return found
         email, display_name = found
         fields: dict[str, Any] = {}
-        name = cell("name") or " ".join(f"{cell('first_name')} {cell('last_name')}".split()) or display_name
+        name = " ".join((cell("name") or f"{cell('first_name')} {cell('last_name')}").split()) or display_name
         if name:
-            name = " ".join(name.split())
             if kind := control_character(name):
                 return Rejection(line, f"the name contains {kind}, which cannot go in an email header",
                                  values)
@@ -160,14 +162,15 @@ class TableFormat:
                 if not isinstance(data, dict):
                     return Rejection(line, f"the {role} column is not a JSON object", values)
                 attributes.update(data)
-        kept = [(attribute, text) for position, attribute in self.attributes
-                if position < count and (text := values[position].strip())]
-        if kept and control_character("".join(text for _, text in kept)):  # one search per row
-            attribute, kind = next((a, k) for a, t in kept if (k := control_character(t)))
+        texts = self._cells_of_attributes(cells)
+        if control_character("".join(texts)):  # one search per row
+            attribute, kind = next((a, k) for a, t in zip(self._attribute_names, texts, strict=True)
+                                   if (k := control_character(t)))
             return Rejection(line, f"the column {attribute} contains {kind}; a kept column must be "
                                    "one line of printable text", values)
-        for attribute, text in kept:
-            attributes[attribute] = attribute_value(unescape_formula(text) if text[:1] == "'" else text)
+        # Most are plain text, which attribute_value would keep as it is.
+        attributes.update({attribute: attribute_value(text) if text[0] in "tf[{" else text
+                           for attribute, text in zip(self._attribute_names, texts, strict=True) if text})
         if attributes:
             fields["attributes"] = attributes
         try:
@@ -178,6 +181,14 @@ class TableFormat:
         correction = None if what is None else Correction(line, raw_email, email, what)
         return SubscriberRow(line, values, email, fields, standing.status, standing.events,
                              standing.suppress, correction)
+
+
+def _picker(positions: list[int]) -> Callable[[list[str]], tuple[str, ...]]:
+    """The cells at ``positions`` as a tuple, in one call (an itemgetter of one position gives
+    the cell itself, of none an error)."""
+    if len(positions) > 1:
+        return itemgetter(*positions)
+    return lambda cells: tuple(cells[position] for position in positions)
 
 
 def time_of(cell: Cell, role: str, column: str) -> datetime | None:
@@ -193,6 +204,11 @@ def time_of(cell: Cell, role: str, column: str) -> datetime | None:
 
 def quoted_tags(text: str) -> list[str]:
     """Mailchimp's TAGS cell: ``"Tag A","Tag B"`` (the CSV cell ``\"\"\"Tag A\"\"\",...``)."""
-    if '""' not in text:  # no quote inside a tag: split without a CSV parser (an import has 100,000)
-        return normalise_tags([tag.strip().strip('"') for tag in text.split('","')])
-    return normalise_tags(next(csv.reader([text]), []))
+    return list(_quoted_tags(text))
+
+
+@lru_cache(maxsize=1024)  # an audience has a few tags, so a few combinations fill 100,000 cells
+def _quoted_tags(text: str) -> tuple[str, ...]:
+    if '""' not in text:  # no quote inside a tag: split without a CSV parser
+        return tuple(normalise_tags([tag.strip().strip('"') for tag in text.split('","')]))
+    return tuple(normalise_tags(next(csv.reader([text]), [])))

@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import ClassVar
 
 from wip_mailer.audience.csv_rows import ImportedEvent
-from wip_mailer.audience.formats.base import Cell, Standing, TableFormat, event_at, quoted_tags, time_of
+from wip_mailer.audience.formats.base import Cell, Standing, TableFormat, quoted_tags, time_of
 from wip_mailer.errors import InvalidInputError
 
 
@@ -37,22 +37,21 @@ class Mailchimp(TableFormat):
     def standing(self, cell: Cell) -> Standing:
         optin = time_of(cell, "optin_time", "OPTIN_TIME")
         confirm = time_of(cell, "confirm_time", "CONFIRM_TIME")
-        events: list[ImportedEvent | None]
+        events: tuple[ImportedEvent, ...] = ()
         if optin and confirm:  # double opt-in: asked, then confirmed
-            events = [event_at("request", optin, cell("optin_ip")),
-                      event_at("confirm", confirm, cell("confirm_ip"))]
-        else:
-            ip = cell("optin_ip") if optin else cell("confirm_ip")
-            events = [event_at("subscribe", optin or confirm, ip)]
+            events = (ImportedEvent("request", optin, cell("optin_ip") or None),
+                      ImportedEvent("confirm", confirm, cell("confirm_ip") or None))
+        elif optin or confirm:
+            events = (ImportedEvent("subscribe", optin or confirm,
+                                    cell("optin_ip" if optin else "confirm_ip") or None),)
         if "unsubtime" in self.keys:
             left = time_of(cell, "unsub_time", "UNSUB_TIME")
             reason = " — ".join(r for r in (cell("unsub_reason"), cell("unsub_reason_other")) if r)
-            events.append(event_at("unsubscribe", left, detail=reason) if left
-                          else ImportedEvent("unsubscribe", None, detail=reason or None))
-            return Standing("unsubscribed", tuple(e for e in events if e))
+            return Standing("unsubscribed", (*events, ImportedEvent("unsubscribe", left,
+                                                                     detail=reason[:500] or None)))
         if "cleantime" in self.keys:
-            return Standing("bounced", tuple(e for e in events if e), suppress="bounced")
-        return Standing("active", tuple(e for e in events if e))
+            return Standing("bounced", events, suppress="bounced")
+        return Standing("active", events)
 
 
 # --- the audience export ZIP ----------------------------------------------------------------
