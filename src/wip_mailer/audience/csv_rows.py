@@ -33,8 +33,7 @@ import csv
 import json
 import re
 import unicodedata
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,11 +48,7 @@ from wip_mailer.audience.addresses import (
     normalise_tags,
 )
 from wip_mailer.audience.csv_reader import (
-    Encoding,
-    Record,
-    RecordReader,
     Rejection,
-    open_records,
     unescape_formula,
 )
 from wip_mailer.errors import InvalidInputError
@@ -384,62 +379,4 @@ def email_in_column(delimiter: str, index: int | None) -> Callable[[str], bool]:
             cells = cells[index:index + 1]
         return any("@" in c and _is_address(unescape_formula(c.strip())) for c in cells)
     return row_like
-
-
-@dataclass
-class SubscriberFile:
-    """A subscriber CSV being read: how it is written, its columns and its rows."""
-
-    path: Path
-    encoding: Encoding
-    columns: Columns
-    records: Iterator[Record | Rejection]
-    delimiter: str
-
-    @property
-    def lines_after_header(self) -> int:
-        return max(self.encoding.lines - 1, 0)
-
-    def rows(self) -> Iterator[SubscriberRow | Rejection]:
-        """Each non-blank row after the header, parsed, or rejected with its reason."""
-        seen: dict[str, int] = {}  # address -> first line, for duplicates within the file
-        columns = self.columns
-        for record in self.records:
-            if isinstance(record, Rejection):
-                yield record
-            elif any(v.strip() for v in record.values):  # blank lines are not subscribers
-                yield parse_row(record.line, record.values, columns, seen)
-
-
-@contextmanager
-def open_subscribers(path: Path, *, max_field_chars: int) -> Iterator[SubscriberFile]:
-    """``path`` opened for reading, its header checked (an unusable file raises
-    InvalidInputError before any row is read)."""
-    with open_records(path, max_field_chars=max_field_chars) as (encoding, reader):
-        reader.row_like = email_in_column(reader.delimiter, None)
-        records = iter(reader)
-        first = next(records, None)
-        if isinstance(first, Rejection):
-            problem = first.reason.partition(";")[0]  # what is wrong, without "...not imported"
-            raise InvalidInputError(
-                f"The file {path} cannot be read: its first line {problem}; fix that line.")
-        if first is None or not any(v.strip() for v in first.values):
-            raise InvalidInputError(f"The file {path} is empty; its first line must name the columns.")
-        columns = subscriber_columns(path, first.values)
-        if not columns.has_header:
-            records = _again(first, records)
-        _bound(reader, columns, max_field_chars)
-        yield SubscriberFile(path, encoding, columns, records, reader.delimiter)
-
-
-def _bound(reader: RecordReader, columns: Columns, max_field_chars: int) -> None:
-    """Once the columns are known: what a row looks like, and how long one may be."""
-    reader.row_like = email_in_column(reader.delimiter, columns.index("email"))
-    # Every cell at its longest, and as much again for empty trailing cells and separators.
-    reader.max_record_chars = max_field_chars * (len(columns.names) + 1)
-
-
-def _again(first: Record, rest: Iterator[Record | Rejection]) -> Iterator[Record | Rejection]:
-    yield first
-    yield from rest
 
