@@ -5,7 +5,8 @@ On a fresh database of the `--postgres` server:
 
 1. generate the subscribers and their memberships with COPY (not row by row);
 2. freeze the campaign exactly as `wip-mailer send` does (`send_edition`: the audience count,
-   then one ``queued`` ledger row per recipient in multi-row inserts) — the freeze time;
+   one aggregate query, then one ``queued`` ledger row per recipient, written by one
+   ``INSERT ... SELECT`` in the database) — the count and the freeze time;
 3. the ledger alone: one process claims batches (``WIP_MAILER_WORKER_CLAIM_BATCH``) of the
    first `--ledger-sample` rows and records them sent, no SMTP — the claim + record cost per
    message, on the database the workers then use;
@@ -17,8 +18,9 @@ The message is a generated one of `--message-kb` (default 8 KB: this measures th
 the workers, not the loopback's bandwidth; bench_send.py sends the real 89 KB edition).
 
 Usage:  .venv/bin/python scripts/bench_scale.py [--recipients 1000000] [--workers 2]
-        [--connections 4] [--ledger-sample 100000] [--message-kb 8]
+        [--connections 4] [--ledger-sample 100000] [--message-kb 8] [--send-limit N]
         [--postgres postgresql+psycopg://postgres@127.0.0.1:5432]
+        (WIP_BENCH_DB_PREFIX: the benchmark database's name prefix, default wip_bench)
 """
 
 from __future__ import annotations

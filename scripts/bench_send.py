@@ -302,7 +302,8 @@ class PostgresDatabase:
         import sqlalchemy as sa
 
         self.server = server.rstrip("/")
-        self.name = f"wip_bench_{secrets.token_hex(4)}"
+        # WIP_BENCH_DB_PREFIX: sessions sharing one server tell their databases apart
+        self.name = f"{os.environ.get('WIP_BENCH_DB_PREFIX', 'wip_bench')}_{secrets.token_hex(4)}"
         self.admin = sa.create_engine(f"{self.server}/postgres", isolation_level="AUTOCOMMIT")
         with self.admin.connect() as connection:
             connection.exec_driver_sql(f'CREATE DATABASE "{self.name}"')

@@ -115,4 +115,4 @@ def start_campaign(engine: Engine, lists: tuple[str, ...] = ("main",)) -> int:
 
     with session_scope(engine) as session:
         resolved = resolve_lists(session, lists)
-    return _start_campaign(engine, 1, SendRequest(SLUG, lists), resolved, rendered_edition(), set())
+    return _start_campaign(engine, 1, SendRequest(SLUG, lists), resolved, rendered_edition())

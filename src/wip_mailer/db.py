@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -17,6 +18,8 @@ import sqlalchemy as sa
 from sqlalchemy import DateTime, Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
 
 from wip_mailer.errors import DatabaseError
@@ -76,7 +79,30 @@ def sqlite_path(url: str) -> Path | None:
     return Path(database)
 
 
+class sha256_hex(FunctionElement[str]):  # named as the SQL function it is
+    """SQL: the SHA-256 of a text (its UTF-8 bytes) as 64 hex digits, in the database, so a
+    selection can be compared with hashed keys (the suppression list) in one statement."""
+
+    type = sa.String()
+    inherit_cache = True
+
+
+@compiles(sha256_hex, "postgresql")
+def _sha256_hex_postgresql(element: sha256_hex, compiler: Any, **kw: Any) -> str:
+    return f"encode(sha256(convert_to({compiler.process(element.clauses, **kw)}, 'UTF8')), 'hex')"
+
+
+@compiles(sha256_hex, "sqlite")
+def _sha256_hex_sqlite(element: sha256_hex, compiler: Any, **kw: Any) -> str:
+    return f"wip_sha256({compiler.process(element.clauses, **kw)})"  # registered on each connection
+
+
+def _sqlite_sha256(text: str | None) -> str | None:
+    return None if text is None else hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.create_function("wip_sha256", 1, _sqlite_sha256, deterministic=True)
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the sender
     cursor.execute("PRAGMA foreign_keys=ON")

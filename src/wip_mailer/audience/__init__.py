@@ -12,17 +12,25 @@ from wip_mailer.audience.bounces import record_complaint, record_hard_bounce, re
 from wip_mailer.audience.consent import unsubscribe
 from wip_mailer.audience.links import confirm_url, preferences_url, unsubscribe_url
 from wip_mailer.audience.segments import InvalidSegmentError, parse_segment, segment_filter
-from wip_mailer.audience.selection import Recipient, resolve_lists, select_recipients
+from wip_mailer.audience.selection import (
+    Recipient,
+    count_recipients,
+    recipients_query,
+    resolve_lists,
+    select_recipients,
+)
 from wip_mailer.audience.suppression import email_hash, is_suppressed, suppress
 
 __all__ = [
     "InvalidSegmentError",
     "Recipient",
     "confirm_url",
+    "count_recipients",
     "email_hash",
     "is_suppressed",
     "parse_segment",
     "preferences_url",
+    "recipients_query",
     "record_complaint",
     "record_hard_bounce",
     "record_soft_bounce",

@@ -6,10 +6,13 @@ import hashlib
 from collections.abc import Iterator
 from typing import Any
 
+import sqlalchemy as sa
+from sqlalchemy import ColumnElement, func
 from sqlmodel import Session, col, select
 
 from wip_mailer.audience.addresses import normalise_email
 from wip_mailer.audience.consent import EventKind, refresh_status
+from wip_mailer.db import sha256_hex
 from wip_mailer.errors import InvalidInputError, NotFoundError
 from wip_mailer.models import ConsentEvent, Subscriber, SubscriberStatus, Suppression
 
@@ -17,6 +20,18 @@ from wip_mailer.models import ConsentEvent, Subscriber, SubscriberStatus, Suppre
 def email_hash(email: str) -> str:
     """The suppression key of an address (already normalised, compared lower-case)."""
     return hashlib.sha256(email.strip().lower().encode("utf-8")).hexdigest()
+
+
+def email_hash_sql(email: sa.ColumnExpressionArgument[str]) -> ColumnElement[str]:
+    """``email_hash`` computed by the database, for a selection to leave suppressed addresses
+    out in the same statement. Stored addresses are normalised (stripped, lower-case), so the
+    database's trim and lower (ASCII-only on SQLite) change nothing Python's would not."""
+    return sha256_hex(func.lower(func.trim(email)))
+
+
+def not_suppressed(email: sa.ColumnExpressionArgument[str]) -> ColumnElement[bool]:
+    """SQL: the address is not on the suppression list (an anti-join on the hashed key)."""
+    return ~sa.exists().where(col(Suppression.email_hash) == email_hash_sql(email))
 
 
 def suppress(session: Session, email: str, reason: str, detail: str = "") -> None:

@@ -157,19 +157,19 @@ def send_edition(engine: Engine, settings: Settings, request: SendRequest, *,
         running = _active_campaign(session, edition_id)
         if running is not None:
             raise _already_running(session, request.slug, running)
-        exclude = ledger.already_sent_subscribers(session, edition_id)
-        count = sum(1 for r in audience.select_recipients(session, request.lists, request.segment)
-                    if r.subscriber_id not in exclude)
+        unsent = (ledger.not_already_sent(edition_id),)
+        count = audience.count_recipients(session, request.lists, request.segment, unsent)
+        resent = count == 0 and ledger.edition_was_sent(session, edition_id)
     if count == 0:
-        note = " who has not already been sent this edition" if exclude else ""
+        note = " who has not already been sent this edition" if resent else ""
         raise StateError(f"No active subscriber{note} in {', '.join(request.lists)}: nothing to send.")
     if request.dry_run:
-        return dry_run(engine, settings, rendered, request, list_names, exclude)
+        return dry_run(engine, settings, rendered, request, list_names, unsent)
     if confirm is not None and not confirm(count):
         return CampaignSummary(None, count, 0, 0, 0, 0, 0, SummaryStatus.NOT_CONFIRMED)
 
     relays_of(settings)  # a malformed WIP_MAILER_SMTP_RELAYS stops here, before any campaign
-    campaign_id = _start_campaign(engine, edition_id, request, lists, rendered, exclude)
+    campaign_id = _start_campaign(engine, edition_id, request, lists, rendered)
     if run is not None:
         return run(campaign_id)
     return _run_campaign(engine, settings, campaign_id, progress=progress)
@@ -227,8 +227,11 @@ def _already_running(session: Session, slug: str, campaign: Campaign) -> StateEr
 
 
 def _start_campaign(engine: Engine, edition_id: int, request: SendRequest, lists: list[Any],
-                    rendered: RenderedEdition, exclude: set[int]) -> int:
-    """Create the campaign and freeze its recipients and message, in one transaction."""
+                    rendered: RenderedEdition) -> int:
+    """Create the campaign and freeze its recipients and message, in one transaction.
+
+    The recipients are chosen again here, not taken from the confirmation's count: whoever
+    was sent this edition meanwhile, or left, is not frozen."""
     try:
         with session_scope(engine) as session:
             campaign = Campaign(
@@ -241,8 +244,9 @@ def _start_campaign(engine: Engine, edition_id: int, request: SendRequest, lists
             session.add(campaign)
             session.flush()
             assert campaign.id is not None
-            recipients = audience.select_recipients(session, request.lists, request.segment)
-            campaign.recipient_count = ledger.freeze_recipients(session, campaign.id, recipients, exclude)
+            selection = audience.recipients_query(session, request.lists, request.segment,
+                                                  (ledger.not_already_sent(edition_id),))
+            campaign.recipient_count = ledger.freeze_recipients(session, campaign.id, selection)
             edition = session.get(Edition, edition_id)
             assert edition is not None
             set_edition_status(session, edition, EditionStatus.SENDING)

@@ -195,7 +195,7 @@ def cancel_campaign(engine: Engine, settings: Settings, campaign_id: int, *,
         campaign = _load(session, campaign_id)
         edition = session.get(Edition, campaign.edition_id)
         if edition is not None and edition.status == EditionStatus.SENDING:
-            sent = ledger.already_sent_subscribers(session, campaign.edition_id)
+            sent = ledger.edition_was_sent(session, campaign.edition_id)
             set_edition_status(session, edition, EditionStatus.SENT if sent else EditionStatus.READY)
     return campaign_status(engine, campaign_id)
 

@@ -28,7 +28,6 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,7 @@ import sqlalchemy as sa
 from sqlalchemy import Engine
 from sqlmodel import Session, SQLModel
 
-from wip_mailer.audience import Recipient, email_hash, record_hard_bounce
+from wip_mailer.audience import email_hash, record_hard_bounce
 from wip_mailer.db import utcnow
 from wip_mailer.dispatch.journal import journal_path, read_journal
 from wip_mailer.lease import LEASE, Lease, holder_is_dead
@@ -52,7 +51,6 @@ SUBSCRIBER = SQLModel.metadata.tables["subscriber"]
 MEMBERSHIP = SQLModel.metadata.tables["membership"]
 SUPPRESSION = SQLModel.metadata.tables["suppression"]
 
-INSERT_CHUNK = 2000
 TERMINAL = (DeliveryState.SENT, DeliveryState.FAILED, DeliveryState.SKIPPED, DeliveryState.IN_DOUBT)
 UNFINISHED = (DeliveryState.QUEUED, DeliveryState.SENDING, DeliveryState.DEFERRED)
 
@@ -88,75 +86,57 @@ class Result:
 
 # --- freezing the recipients --------------------------------------------------------------
 
-def already_sent_subscribers(session: Session, edition_id: int) -> set[int]:
-    """Subscribers an earlier campaign of this edition sent (or may have sent) to."""
-    query = (
-        sa.select(DELIVERY.c.subscriber_id).distinct()
+def _sent_this_edition(edition_id: int) -> sa.Select[Any]:
+    """Deliveries of an earlier campaign of this edition that sent (or may have sent) it."""
+    return (
+        sa.select(DELIVERY.c.subscriber_id)
         .join(CAMPAIGN, CAMPAIGN.c.id == DELIVERY.c.campaign_id)
         .where(CAMPAIGN.c.edition_id == edition_id)
         .where(DELIVERY.c.state.in_([DeliveryState.SENT, DeliveryState.IN_DOUBT, DeliveryState.SENDING]))
-        .where(DELIVERY.c.subscriber_id.is_not(None))
     )
-    return set(session.execute(query).scalars())
 
 
-def freeze_recipients(session: Session, campaign_id: int, recipients: Iterable[Recipient],
-                      exclude: set[int]) -> int:
-    """Write one ``queued`` row per recipient (in chunks, streaming); returns how many.
+def not_already_sent(edition_id: int) -> sa.ColumnElement[bool]:
+    """SQL on ``subscriber``: no earlier campaign of this edition sent (or may have sent) to them."""
+    return ~_sent_this_edition(edition_id).where(DELIVERY.c.subscriber_id == SUBSCRIBER.c.id).exists()
 
-    On PostgreSQL the rows go in with COPY, in the session's transaction (a million rows in
-    seconds, where one INSERT per row would take minutes); elsewhere in executemany chunks.
+
+def edition_was_sent(session: Session, edition_id: int) -> bool:
+    """Whether any earlier campaign of this edition sent (or may have sent) to anyone."""
+    query = _sent_this_edition(edition_id).where(DELIVERY.c.subscriber_id.is_not(None)).limit(1)
+    return session.execute(query).first() is not None
+
+
+def freeze_recipients(session: Session, campaign_id: int, selection: sa.Select[Any]) -> int:
+    """Write one ``queued`` row per recipient of ``selection`` (``audience.recipients_query``);
+    returns how many.
+
+    One ``INSERT ... SELECT`` in the session's transaction: the rows never leave the database
+    (a million in seconds, where streaming them through Python cost a minute), in subscriber
+    order, so the ledger's ids follow it as before.
     """
-    rows = ((campaign_id, r.subscriber_id, r.list_id, r.email) for r in recipients
-            if r.subscriber_id not in exclude)
-    if session.get_bind().dialect.name == "postgresql":
-        return _copy_rows(session, rows)
-    now = utcnow()
-    total = 0
-    chunk: list[dict[str, object]] = []
-    for campaign, subscriber_id, list_id, email in rows:
-        chunk.append({
-            "campaign_id": campaign, "subscriber_id": subscriber_id, "list_id": list_id, "email": email,
-            "state": DeliveryState.QUEUED, "attempts": 0, "last_reply": "", "updated_at": now,
-        })
-        if len(chunk) >= INSERT_CHUNK:
-            session.execute(sa.insert(DELIVERY), chunk)
-            total += len(chunk)
-            chunk = []
-    if chunk:
-        session.execute(sa.insert(DELIVERY), chunk)
-        total += len(chunk)
-    return total
+    chosen = selection.order_by(None).subquery("recipient")
+    rows = sa.select(
+        sa.literal(campaign_id), chosen.c.subscriber_id, chosen.c.list_id, chosen.c.email,
+        sa.literal(DeliveryState.QUEUED.value), sa.literal(0), sa.literal(""),
+        sa.literal(utcnow(), DELIVERY.c.updated_at.type),
+    ).order_by(chosen.c.subscriber_id)
+    insert = sa.insert(DELIVERY).from_select(
+        ["campaign_id", "subscriber_id", "list_id", "email", "state", "attempts", "last_reply", "updated_at"],
+        rows).execution_options(preserve_rowcount=True)  # an INSERT's rowcount is dropped otherwise
+    return session.connection().execute(insert).rowcount
+
+
+ANALYZE_AFTER = 50_000  # rows; below that the planner's guess does no harm
 
 
 def analyze_after_freeze(engine: Engine, rows: int) -> None:
     """PostgreSQL statistics right after a large freeze is committed, not when autovacuum comes
     by: without them the planner takes the freshly filled ledger for empty, and every claim
     reads the whole campaign (ANALYZE inside the freeze's own transaction does not see its rows)."""
-    if engine.dialect.name == "postgresql" and rows >= COPY_CHUNK:
+    if engine.dialect.name == "postgresql" and rows >= ANALYZE_AFTER:
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             connection.exec_driver_sql("ANALYZE delivery")
-
-
-COPY_CHUNK = 50_000
-
-
-def _copy_rows(session: Session, rows: Iterable[tuple[int, int, int | None, str]]) -> int:
-    """COPY in chunks: the recipients stream from this same connection, which cannot fetch
-    while a COPY is open, so each chunk is read first and then copied."""
-    dbapi: Any = session.connection().connection.dbapi_connection
-    now = utcnow()
-    total = 0
-    iterator = iter(rows)
-    while chunk := list(islice(iterator, COPY_CHUNK)):
-        with dbapi.cursor() as cursor, cursor.copy(
-                "COPY delivery (campaign_id, subscriber_id, list_id, email, state, attempts, last_reply,"
-                " updated_at) FROM STDIN") as copy:
-            for campaign, subscriber_id, list_id, email in chunk:
-                copy.write_row((campaign, subscriber_id, list_id, email, DeliveryState.QUEUED.value, 0, "",
-                                now))
-        total += len(chunk)
-    return total
 
 
 # --- claiming batches ---------------------------------------------------------------------

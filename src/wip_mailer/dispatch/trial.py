@@ -3,6 +3,9 @@ and the real message as "[TEST]" copies to a few addresses."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import sqlalchemy as sa
 from sqlalchemy import Engine
 
 from wip_mailer import audience
@@ -18,15 +21,14 @@ TEST_SUBJECT_PREFIX = "[TEST] "
 
 
 def dry_run(engine: Engine, settings: Settings, rendered: RenderedEdition, request: SendRequest,
-             list_names: dict[int, str], exclude: set[int]) -> CampaignSummary:
-    """Build every message exactly as a send would, send none."""
+             list_names: dict[int, str], where: Sequence[sa.ColumnElement[bool]] = ()) -> CampaignSummary:
+    """Build every message exactly as a send would, send none (``where``: the send's extra
+    conditions on the selection, such as not already sent)."""
     template = MessageTemplate(settings, rendered, campaign_id=0, list_names=list_names)
     built = failed = total_bytes = 0
     notes: list[str] = []
     with session_scope(engine) as session:
-        for recipient in audience.select_recipients(session, request.lists, request.segment):
-            if recipient.subscriber_id in exclude:
-                continue
+        for recipient in audience.select_recipients(session, request.lists, request.segment, where):
             try:
                 message = template.build(Addressee(recipient.email, recipient.name, recipient.subscriber_id,
                                                    recipient.list_id, recipient.subscriber_id))
