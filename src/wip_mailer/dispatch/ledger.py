@@ -24,6 +24,7 @@ cost more than the SMTP transaction at thousands of messages per second).
 
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -135,8 +136,40 @@ def analyze_after_freeze(engine: Engine, rows: int) -> None:
     by: without them the planner takes the freshly filled ledger for empty, and every claim
     reads the whole campaign (ANALYZE inside the freeze's own transaction does not see its rows)."""
     if engine.dialect.name == "postgresql" and rows >= ANALYZE_AFTER:
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            connection.exec_driver_sql("ANALYZE delivery")
+        _analyze(engine)
+
+
+def _analyze(engine: Engine) -> None:
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.exec_driver_sql("ANALYZE delivery")
+
+
+class _ClaimStatistics:
+    """ANALYZE again after every ``ANALYZE_AFTER`` rows this process claims on PostgreSQL.
+
+    Statistics from the freeze still say every row is queued: once most are sent, the planner
+    walks the primary key past them for each claim (measured: 1 s per claim of 100 at row
+    700,000 of 1,000,000) instead of the claim index. Autovacuum would analyze in time, but
+    it may be off or slow on a busy server; ANALYZE samples a fixed number of rows (~0.1 s).
+    """
+
+    def __init__(self) -> None:
+        self._claimed = 0
+        self._lock = threading.Lock()
+
+    def claimed(self, engine: Engine, rows: int) -> None:
+        if engine.dialect.name != "postgresql":
+            return
+        with self._lock:
+            self._claimed += rows
+            due = self._claimed >= ANALYZE_AFTER
+            if due:
+                self._claimed = 0
+        if due:
+            _analyze(engine)
+
+
+_claim_statistics = _ClaimStatistics()
 
 
 # --- claiming batches ---------------------------------------------------------------------
@@ -229,6 +262,7 @@ def claim_batch(engine: Engine, campaign_id: int, list_ids: Sequence[int], lease
                         attempts=DELIVERY.c.attempts - 1, updated_at=now),
                 [{"b_id": delivery_id, "b_reply": reason} for delivery_id, reason in skips.items()],
             )
+    _claim_statistics.claimed(engine, len(rows))  # once the claim is committed
     claims = [Claim(row.id, row.subscriber_id, row.list_id, row.email, names[row.id], row.attempts,
                     row.first_attempt_at, hashes[row.id])
               for row in rows if row.id in names]
