@@ -104,13 +104,17 @@ def list_summary(connection: Connection, name: str) -> dict[str, Any]:
 
 def _member_counts(connection: Connection, list_id: int | None = None) -> dict[int, dict[str, int]]:
     """{list id: {membership status: count}}."""
-    query = (sa.select(MEMBERSHIP.c.list_id, MEMBERSHIP.c.status, sa.func.count())
-             .group_by(MEMBERSHIP.c.list_id, MEMBERSHIP.c.status))
-    if list_id is not None:
-        query = query.where(MEMBERSHIP.c.list_id == list_id)
+    where = () if list_id is None else (MEMBERSHIP.c.list_id == list_id,)
+    return _counts_by_status(connection, MEMBERSHIP.c.list_id, MEMBERSHIP.c.status, *where)
+
+
+def _counts_by_status(connection: Connection, key: sa.ColumnElement[int], status: sa.ColumnElement[str],
+                      *where: sa.ColumnElement[bool]) -> dict[int, dict[str, int]]:
+    """{key: {status: count}}, counted by the database."""
     counts: dict[int, dict[str, int]] = {}
-    for lid, status, count in connection.execute(query):
-        counts.setdefault(lid, {})[status] = count
+    for owner, state, count in connection.execute(
+            sa.select(key, status, sa.func.count()).where(*where).group_by(key, status)):
+        counts.setdefault(owner, {})[state] = count
     return counts
 
 
@@ -141,15 +145,13 @@ def _status_counts(statuses: Iterable[str]) -> dict[str, int]:
 
 def editions(connection: Connection) -> list[dict[str, Any]]:
     """Every edition, newest slug first, with its item counts."""
-    counts: dict[int, list[str]] = {}
-    for edition_id, status in connection.execute(sa.select(ITEM.c.edition_id, ITEM.c.status)):
-        counts.setdefault(edition_id, []).append(status)
+    counts = _counts_by_status(connection, ITEM.c.edition_id, ITEM.c.status)
     result = []
     for row in connection.execute(sa.select(EDITION).order_by(EDITION.c.slug.desc())):
-        statuses = counts.get(row.id, [])
+        by_status = counts.get(row.id, {})
         result.append({"slug": row.slug, "title": row.title, "status": row.status,
                        "period_start": row.period_start, "period_end": row.period_end,
-                       "items": len(statuses), "approved": statuses.count(ItemStatus.APPROVED)})
+                       "items": sum(by_status.values()), "approved": by_status.get(ItemStatus.APPROVED, 0)})
     return result
 
 

@@ -10,6 +10,8 @@ from wip_mailer import db, overview
 from wip_mailer.cli.common import App, confirm_or_abort, echo_json, json_option, pass_app
 
 DEFAULT_LISTS_FILE = Path("subscribers/lists.toml")
+# The commands that write import audience.lists (and with it the ORM) where they run:
+# `lists list` and `lists show` read with overview and start without it.
 
 
 @click.group("lists")
@@ -34,7 +36,7 @@ def lists_create(app: App, name: str, description: str, language: str, double_op
 
     Example: wip-mailer lists create stampa --description "Giornalisti" --language it
     """
-    from wip_mailer.audience import lists  # the ORM, which `lists list` does without
+    from wip_mailer.audience import lists
 
     with db.session_scope(app.engine) as session:
         lists.create_list(session, name, description=description, language=language,
@@ -94,7 +96,7 @@ def lists_rename(app: App, old: str, new: str) -> None:
 
     Example: wip-mailer lists rename stampa press
     """
-    from wip_mailer.audience import lists  # the ORM, which `lists list` does without
+    from wip_mailer.audience import lists
 
     with db.session_scope(app.engine) as session:
         lists.rename_list(session, old, new)
@@ -110,7 +112,7 @@ def lists_delete(app: App, name: str, yes: bool) -> None:
 
     Example: wip-mailer lists delete prova --yes
     """
-    from wip_mailer.audience import lists  # the ORM, which `lists list` does without
+    from wip_mailer.audience import lists
 
     confirm_or_abort(f"Delete the list {name} and all its memberships?", yes)
     with db.session_scope(app.engine) as session:
@@ -126,7 +128,7 @@ def lists_sync(app: App, path: Path) -> None:
 
     Example: wip-mailer lists sync subscribers/lists.toml
     """
-    from wip_mailer.audience import lists  # the ORM, which `lists list` does without
+    from wip_mailer.audience import lists
 
     with db.session_scope(app.engine) as session:
         report = lists.sync_lists(session, path)
